@@ -1,0 +1,96 @@
+"""Settings in one place (``RAGBOT_`` prefix).
+
+Nothing here touches disk or loads a model: ``get_settings()`` only reads the environment,
+so importing any module stays cheap.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Marker values for the models that ship inside Python packages (see ``ragbot.encoders.packaged``).
+PACKAGED_SPARSE = "packaged:splade-tiny"
+PACKAGED_DENSE = "packaged:all-minilm-l6-v2"
+PACKAGED_LLM = "ragbot-local/smollm2-135m-instruct"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAGBOT_", env_file=".env", extra="ignore")
+
+    # --- storage -----------------------------------------------------------------
+    data_dir: Path = Field(default=Path(".ragbot"), description="SQLite file, embedded Qdrant shard, caches.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir.")
+    qdrant_url: str | None = Field(default=None, description="Unset: embedded Qdrant Edge. Set: Qdrant server.")
+    qdrant_api_key: str | None = None
+    qdrant_collection: str = "ragbot"
+    bot_id: str = Field(default="default", description="Tenant used by the CLI and by API calls naming none.")
+
+    # --- encoders ----------------------------------------------------------------
+    sparse_model: str = PACKAGED_SPARSE
+    dense_model: str = PACKAGED_DENSE
+    sparse_max_length: int = 256
+    dense_max_length: int = 256
+    encode_batch_size: int = 32
+    torch_threads: int | None = None
+
+    # --- chunking ----------------------------------------------------------------
+    chunk_max_tokens: int = 200
+    chunk_overlap_tokens: int = 30
+
+    # --- retrieval ---------------------------------------------------------------
+    top_k: int = 5
+    prefetch_k: int = 50
+    fusion: str = Field(default="rrf", description="rrf | dbsf | adaptive")
+    rrf_k: int = 60
+    min_relevance: float | None = Field(
+        default=None, description="Calibrated floor on the top hit; below it the bot refuses without an LLM call."
+    )
+
+    # --- generation --------------------------------------------------------------
+    llm_model: str = PACKAGED_LLM
+    llm_api_base: str | None = None
+    llm_api_key: str | None = None
+    llm_fallbacks: list[str] = Field(default_factory=list)
+    llm_temperature: float = 0.1
+    llm_max_tokens: int = 256
+    llm_connect_timeout_s: float = 5.0
+    llm_first_token_timeout_s: float = 60.0
+    llm_total_timeout_s: float = 180.0
+    llm_max_retries: int = 2
+    llm_retry_backoff_s: float = 0.5
+    llm_context_window: int = 2048
+    persona: str = Field(default="", description="Per-deployment tone/persona appended to the system prompt.")
+    prompts_dir: Path | None = None
+
+    # --- API / crawling ----------------------------------------------------------
+    max_message_chars: int = 4000
+    max_upload_bytes: int = 25 * 1024 * 1024
+    crawl_allow_private: bool = False
+    crawl_user_agent: str = "ragbot-crawler/0.1 (+https://github.com/ragbot/ragbot)"
+    crawl_max_pages: int = 500
+    crawl_concurrency: int = 4
+    crawl_timeout_s: float = 15.0
+    crawl_max_bytes: int = 10 * 1024 * 1024
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'ragbot.db').resolve()}"
+
+    @property
+    def edge_path(self) -> Path:
+        return self.data_dir / "qdrant-edge"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,185 @@
+"""SQLAlchemy 2 models. Every row carries ``bot_id`` (the tenant) and every repository query filters on it.
+
+Types are portable between SQLite and PostgreSQL: string UUIDs, JSON, timezone-aware timestamps.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Bot(Base):
+    __tablename__ = "bots"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    persona: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_bot_updated", "bot_id", "updated_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    owner_mode: Mapped[str] = mapped_column(String(20), default="bot")  # types.OwnerMode
+    title: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="conversation", order_by="Message.seq", cascade="all, delete-orphan"
+    )
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    sender_type: Mapped[str] = mapped_column(String(20))  # types.SenderType
+    content: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default="complete")  # types.MessageStatus
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    standalone_query: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="messages")
+    citations: Mapped[list[CitationRow]] = relationship(
+        back_populates="message", order_by="CitationRow.n", cascade="all, delete-orphan"
+    )
+    retrievals: Mapped[list[RetrievalLog]] = relationship(
+        back_populates="message", order_by="RetrievalLog.rank", cascade="all, delete-orphan"
+    )
+
+
+class CitationRow(Base):
+    """A source the answer actually cited, as the [n] shown to the user."""
+
+    __tablename__ = "citations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    n: Mapped[int] = mapped_column(Integer)
+    chunk_id: Mapped[str] = mapped_column(String(64))
+    source_id: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    page: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    start_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    end_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    snippet: Mapped[str] = mapped_column(Text, default="")
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    matched_terms: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+    message: Mapped[Message] = relationship(back_populates="citations")
+
+
+class RetrievalLog(Base):
+    """Every chunk handed to the LLM for an answer, with its scores: the audit trail behind each answer."""
+
+    __tablename__ = "retrieval_logs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    query: Mapped[str] = mapped_column(Text)
+    rank: Mapped[int] = mapped_column(Integer)
+    chunk_id: Mapped[str] = mapped_column(String(64))
+    source_id: Mapped[str] = mapped_column(String(64))
+    uri: Mapped[str] = mapped_column(Text, default="")
+    score: Mapped[float] = mapped_column(Float)
+    sparse_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dense_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cited: Mapped[bool] = mapped_column(default=False)
+
+    message: Mapped[Message] = relationship(back_populates="retrievals")
+
+
+class UnansweredQuestion(Base):
+    """Questions retrieval could not ground: input for content-gap analytics."""
+
+    __tablename__ = "unanswered_questions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    question: Mapped[str] = mapped_column(Text)
+    top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Source(Base):
+    """A sync scope: a folder, a file, a site. Re-ingesting the same scope is a re-sync."""
+
+    __tablename__ = "sources"
+    __table_args__ = (UniqueConstraint("bot_id", "scope", name="uq_sources_bot_scope"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # files | web | upload | dataset
+    scope: Mapped[str] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DocumentRow(Base):
+    """What the index holds for one document, so a re-sync re-encodes only what changed."""
+
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("bot_id", "uri", name="uq_documents_bot_uri"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # == chunk payload source_id
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    source_pk: Mapped[str] = mapped_column(ForeignKey("sources.id", ondelete="CASCADE"), index=True)
+    uri: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Text, default="")
+    mime_type: Mapped[str] = mapped_column(String(100), default="text/plain")
+    content_hash: Mapped[str] = mapped_column(String(64))
+    etag: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_modified: Mapped[str | None] = mapped_column(Text, nullable=True)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class IngestJob(Base):
+    """A background ingest started through the API; polled for progress."""
+
+    __tablename__ = "ingest_jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    target: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|succeeded|failed
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

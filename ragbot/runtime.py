@@ -1,0 +1,123 @@
+"""The composition root: builds each component once, lazily, from settings.
+
+Commands and the API share it, so the same settings pick the same engines everywhere, and nothing heavy
+(models, shards, connections) is created until something actually needs it.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from ragbot.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from ragbot.encoders.base import DenseEncoder, SparseEncoder
+    from ragbot.generation.base import ChatLLM
+    from ragbot.generation.prompts import PromptLibrary
+    from ragbot.index.base import VectorIndex
+    from ragbot.retrieval.retriever import Retriever
+    from ragbot.services.chat import ChatService
+    from ragbot.services.ingest import IngestService
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._lock = threading.RLock()
+
+    @cached_property
+    def engine(self) -> Engine:
+        from ragbot.db.session import make_engine, migrate
+
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(self.settings.resolved_database_url)
+        migrate(engine)
+        return engine
+
+    @cached_property
+    def session_factory(self) -> sessionmaker[Session]:
+        from ragbot.db.session import make_session_factory
+
+        return make_session_factory(self.engine)
+
+    @cached_property
+    def sparse_encoder(self) -> SparseEncoder:
+        from ragbot.encoders import load_sparse_encoder
+
+        return load_sparse_encoder(self.settings)
+
+    @cached_property
+    def dense_encoder(self) -> DenseEncoder:
+        from ragbot.encoders import load_dense_encoder
+
+        return load_dense_encoder(self.settings)
+
+    @cached_property
+    def index(self) -> VectorIndex:
+        from ragbot.index import open_index
+
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return open_index(self.settings)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        from ragbot.retrieval.retriever import Retriever
+
+        return Retriever(
+            self.sparse_encoder,
+            self.dense_encoder,
+            self.index,
+            prefetch_k=self.settings.prefetch_k,
+            fusion=self.settings.fusion,
+            rrf_k=self.settings.rrf_k,
+        )
+
+    @cached_property
+    def llm(self) -> ChatLLM:
+        from ragbot.generation import build_llm
+
+        return build_llm(self.settings)
+
+    @cached_property
+    def prompts(self) -> PromptLibrary:
+        from ragbot.generation.prompts import PromptLibrary
+
+        return PromptLibrary(self.settings.prompts_dir)
+
+    @cached_property
+    def ingest_service(self) -> IngestService:
+        from ragbot.services.ingest import IngestService
+
+        return IngestService(
+            self.index,
+            self.sparse_encoder,
+            self.dense_encoder,
+            self.session_factory,
+            chunk_max_tokens=self.settings.chunk_max_tokens,
+            chunk_overlap_tokens=self.settings.chunk_overlap_tokens,
+            batch_size=self.settings.encode_batch_size,
+        )
+
+    @cached_property
+    def chat_service(self) -> ChatService:
+        from ragbot.services.chat import ChatService
+
+        return ChatService(
+            session_factory=self.session_factory,
+            retriever=self.retriever,
+            llm_factory=lambda: self.llm,
+            prompts=self.prompts,
+            settings=self.settings,
+        )
+
+    def close(self) -> None:
+        """Release the shard and connections; safe to call when nothing was opened."""
+        if "index" in self.__dict__:
+            self.index.close()
+        if "engine" in self.__dict__:
+            self.engine.dispose()
