@@ -64,3 +64,11 @@ class Connector(Protocol):
     def scope(self) -> str: ...
 
     def fetch(self, known: Mapping[str, KnownDocument]) -> Iterator[FetchResult]: ...
+
+
+@runtime_checkable
+class EstimatesTotal(Protocol):
+    """Optional for a connector: how many results it expects so far, for progress bars (None: unknown)."""
+
+    @property
+    def expected_total(self) -> int | None: ...

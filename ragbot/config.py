@@ -24,7 +24,12 @@ class Settings(BaseSettings):
     # --- storage -----------------------------------------------------------------
     data_dir: Path = Field(default=Path(".ragbot"), description="SQLite file, embedded Qdrant shard, caches.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir.")
-    qdrant_url: str | None = Field(default=None, description="Unset: embedded Qdrant Edge. Set: Qdrant server.")
+    database_busy_timeout_s: float = Field(
+        default=30.0, description="SQLite only: how long a writer waits for another writer's lock."
+    )
+    qdrant_url: str | None = Field(
+        default=None, description="Unset: embedded Qdrant Edge. Set: Qdrant server."
+    )
     qdrant_api_key: str | None = None
     qdrant_collection: str = "ragbot"
     bot_id: str = Field(default="default", description="Tenant used by the CLI and by API calls naming none.")
@@ -36,6 +41,10 @@ class Settings(BaseSettings):
     dense_max_length: int = 256
     encode_batch_size: int = 32
     torch_threads: int | None = None
+    dense_query_prefix: str = Field(
+        default="", description='Instruction for e5/bge-style models, e.g. "query: ".'
+    )
+    dense_document_prefix: str = Field(default="", description='e.g. "passage: " for e5 models.')
 
     # --- chunking ----------------------------------------------------------------
     chunk_max_tokens: int = 200
@@ -47,7 +56,8 @@ class Settings(BaseSettings):
     fusion: str = Field(default="rrf", description="rrf | dbsf | adaptive")
     rrf_k: int = 60
     min_relevance: float | None = Field(
-        default=None, description="Calibrated floor on the top hit; below it the bot refuses without an LLM call."
+        default=None,
+        description="Calibrated floor on the top hit; below it the bot refuses without an LLM call.",
     )
 
     # --- generation --------------------------------------------------------------
@@ -75,6 +85,15 @@ class Settings(BaseSettings):
     crawl_concurrency: int = 4
     crawl_timeout_s: float = 15.0
     crawl_max_bytes: int = 10 * 1024 * 1024
+    crawl_max_depth: int | None = Field(default=None, description="Link depth from a start URL; unset: any.")
+    crawl_max_redirects: int = 5
+    crawl_host_rate: float = Field(
+        default=8.0, description="Requests/s per host when robots.txt sets no Crawl-delay or Request-rate."
+    )
+    crawl_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs crawlable even when private (an intranet subnet); cloud metadata stays refused.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

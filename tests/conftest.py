@@ -10,7 +10,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ _real_connect_ex = socket.socket.connect_ex
 _real_create_connection = socket.create_connection
 
 
-class ForbiddenNetworkAccess(AssertionError):
+class ForbiddenNetworkAccessError(AssertionError):
     pass
 
 
@@ -34,9 +35,9 @@ def _check_address(address: Any) -> None:
     except ValueError:
         if host in ("localhost",):
             return
-        raise ForbiddenNetworkAccess(f"test tried to dial unresolved host {host!r}") from None
+        raise ForbiddenNetworkAccessError(f"test tried to dial unresolved host {host!r}") from None
     if not ip.is_loopback:
-        raise ForbiddenNetworkAccess(f"test tried to dial non-loopback address {host}")
+        raise ForbiddenNetworkAccessError(f"test tried to dial non-loopback address {host}")
 
 
 def _guarded_connect(self: socket.socket, address: Any) -> None:
@@ -50,10 +51,9 @@ def _guarded_connect_ex(self: socket.socket, address: Any) -> int:
 
 
 @pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
-    yield
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -65,3 +65,70 @@ def _offline_env() -> None:
 
 
 POSTGRES_URL = os.environ.get("RAGBOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+# --- databases ------------------------------------------------------------------------------------------
+# `database_url` runs a test once per supported backend, each time on a fresh, empty, isolated database:
+# a new SQLite file, or a new PostgreSQL schema (selected through search_path, dropped afterwards), so
+# repeated runs and parallel test sessions sharing one server never see each other's tables.
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test server's URL; unreachable means skip, or fail under CI (``CI`` set) so it is never silent."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        message = f"PostgreSQL unreachable at {POSTGRES_URL} (set RAGBOT_TEST_POSTGRES_URL): {exc.orig}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def scratch_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], AbstractContextManager[str]]:
+    """A factory: ``with scratch_database("sqlite" | "postgresql") as url`` yields an empty database."""
+    import uuid
+
+    from sqlalchemy import create_engine, make_url, text
+
+    @contextmanager
+    def scratch(backend: str) -> Iterator[str]:
+        if backend == "sqlite":
+            yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'ragbot.db'}"
+            return
+        if backend != "postgresql":
+            raise ValueError(f"unknown database backend {backend!r}")
+        server = request.getfixturevalue("postgres_url")
+        schema = f"ragbot_test_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(server)
+        try:
+            with admin.begin() as connection:
+                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+            url = make_url(server).update_query_dict({"options": f"-csearch_path={schema}"})
+            yield url.render_as_string(hide_password=False)
+        finally:
+            with admin.begin() as connection:
+                connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            admin.dispose()
+
+    return scratch
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(
+    request: pytest.FixtureRequest, scratch_database: Callable[[str], AbstractContextManager[str]]
+) -> Iterator[str]:
+    """A fresh, empty database URL, once for SQLite and once for PostgreSQL."""
+    with scratch_database(request.param) as url:
+        yield url

@@ -1,16 +1,38 @@
 """SQLAlchemy 2 models. Every row carries ``bot_id`` (the tenant) and every repository query filters on it.
 
-Types are portable between SQLite and PostgreSQL: string UUIDs, JSON, timezone-aware timestamps.
+Types are portable between SQLite and PostgreSQL: string UUIDs, JSON, timezone-aware UTC timestamps.
+Constraint names follow one convention so Alembic can alter them later, SQLite batch mode included.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 
 def new_id() -> str:
@@ -21,8 +43,36 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is stored in UTC and always read back timezone-aware.
+
+    SQLite keeps no offset, so a plain ``DateTime(timezone=True)`` returns naive values there and aware
+    ones on PostgreSQL; this type makes both backends return the same thing.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware value")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+        datetime: UTCDateTime,
+    }
 
 
 class Bot(Base):
@@ -31,7 +81,7 @@ class Bot(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     persona: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Conversation(Base):
@@ -39,14 +89,17 @@ class Conversation(Base):
     __table_args__ = (Index("ix_conversations_bot_updated", "bot_id", "updated_at"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"))  # indexed by ix_conversations_bot_updated
     owner_mode: Mapped[str] = mapped_column(String(20), default="bot")  # types.OwnerMode
     title: Mapped[str] = mapped_column(String(300), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     messages: Mapped[list[Message]] = relationship(
-        back_populates="conversation", order_by="Message.seq", cascade="all, delete-orphan"
+        back_populates="conversation",
+        order_by="Message.seq",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
     )
 
 
@@ -56,7 +109,8 @@ class Message(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
-    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
+    # No separate index: the (conversation_id, seq) unique constraint already serves lookups by conversation.
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
     sender_type: Mapped[str] = mapped_column(String(20))  # types.SenderType
     content: Mapped[str] = mapped_column(Text, default="")
@@ -65,14 +119,17 @@ class Message(Base):
     standalone_query: Mapped[str | None] = mapped_column(Text, nullable=True)
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
     citations: Mapped[list[CitationRow]] = relationship(
-        back_populates="message", order_by="CitationRow.n", cascade="all, delete-orphan"
+        back_populates="message", order_by="CitationRow.n", cascade="all, delete-orphan", passive_deletes=True
     )
     retrievals: Mapped[list[RetrievalLog]] = relationship(
-        back_populates="message", order_by="RetrievalLog.rank", cascade="all, delete-orphan"
+        back_populates="message",
+        order_by="RetrievalLog.rank",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
     )
 
 
@@ -132,7 +189,7 @@ class UnansweredQuestion(Base):
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
     question: Mapped[str] = mapped_column(Text)
     top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Source(Base):
@@ -146,8 +203,8 @@ class Source(Base):
     kind: Mapped[str] = mapped_column(String(20))  # files | web | upload | dataset
     scope: Mapped[str] = mapped_column(Text)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_synced_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class DocumentRow(Base):
@@ -166,7 +223,7 @@ class DocumentRow(Base):
     etag: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_modified: Mapped[str | None] = mapped_column(Text, nullable=True)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class IngestJob(Base):
@@ -181,5 +238,5 @@ class IngestJob(Base):
     processed: Mapped[int] = mapped_column(Integer, default=0)
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -14,6 +14,14 @@ from ragbot.types import EncodedChunk, Hit, SparseVector
 FusionName = Literal["rrf", "dbsf"]
 
 
+class IndexConfigError(ValueError):
+    """The stored collection does not match what the caller expects (e.g. another dense dimension)."""
+
+
+class IndexClosedError(RuntimeError):
+    """The index was closed; open a new one."""
+
+
 @runtime_checkable
 class VectorIndex(Protocol):
     def ensure_collection(self, dense_dim: int) -> None:
@@ -28,6 +36,10 @@ class VectorIndex(Protocol):
 
     def delete_chunks(self, bot_id: str, chunk_ids: Sequence[str]) -> None: ...
 
+    def delete_bot(self, bot_id: str) -> None:
+        """Remove every point of one tenant."""
+        ...
+
     def hybrid_search(
         self,
         bot_id: str,
@@ -36,8 +48,13 @@ class VectorIndex(Protocol):
         limit: int,
         prefetch_limit: int,
         fusion: FusionName = "rrf",
+        rrf_k: int = 60,
     ) -> list[Hit]:
-        """Prefetch sparse + prefetch dense, fused inside the engine."""
+        """Prefetch sparse + prefetch dense, fused inside the engine.
+
+        ``rrf_k`` is the textbook constant of 1/(k + rank), ranks from 1, as in ``fusion.rrf``.
+        Hits carry the sparse/dense component scores and ranks where the backend can give them.
+        """
         ...
 
     def search_sparse(self, bot_id: str, sparse: SparseVector, limit: int) -> list[Hit]: ...

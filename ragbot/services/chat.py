@@ -136,7 +136,9 @@ class ChatService:
                 )
         assert result is not None
         if result.status == MessageStatus.FAILED:
-            raise AnswerFailedError(result.error or "the language model failed", result.conversation_id, result.message_id)
+            raise AnswerFailedError(
+                result.error or "the language model failed", result.conversation_id, result.message_id
+            )
         return result
 
     def stream(self, bot_id: str, message: str, conversation_id: str | None = None) -> Iterator[ChatEvent]:
@@ -252,7 +254,9 @@ class ChatService:
         for c in cited:
             yield ChatEvent(EventType.CITATION, c)
         if error is not None:
-            yield ChatEvent(EventType.ERROR, {"message": error, "status": status.value, "message_id": message_id})
+            yield ChatEvent(
+                EventType.ERROR, {"message": error, "status": status.value, "message_id": message_id}
+            )
         yield ChatEvent(
             EventType.DONE,
             {

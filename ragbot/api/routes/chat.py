@@ -30,7 +30,9 @@ def chat(body: ChatRequest, runtime: RuntimeDep) -> ChatResponse | StreamingResp
     if not message:
         raise ApiError(422, "empty_message", "message must not be empty")
     if len(message) > limit:
-        raise ApiError(422, "message_too_long", f"message has {len(message)} characters; the limit is {limit}")
+        raise ApiError(
+            422, "message_too_long", f"message has {len(message)} characters; the limit is {limit}"
+        )
     bot_id = body.bot_id or runtime.settings.bot_id
     service = runtime.chat_service
     if not body.stream:
@@ -46,5 +48,7 @@ def chat(body: ChatRequest, runtime: RuntimeDep) -> ChatResponse | StreamingResp
             yield sse_format(event)
 
     return StreamingResponse(
-        body_iter(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        body_iter(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -1,0 +1,176 @@
+"""Encoder throughput and latency, side by side on the same texts in one run.
+
+Baseline: the textbook Hugging Face SPLADE (full fp32 logits for every padded position, then relu, log1p,
+the mask and a max), batches in input order. Against it: ``SpladeEncoder`` (length-sorted batches, bf16
+screening, exact fp32 on surviving terms), its largest difference from the baseline, the dense encoder,
+and single-query latency for both. Figures are medians over ``--repeats`` runs.
+
+    python benchmarks/encode.py                 # 256 MS MARCO passages if ../shared has them
+    python benchmarks/encode.py --n 64 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from ragbot.config import Settings
+from ragbot.encoders import apply_torch_threads
+from ragbot.encoders.dense import TransformerDenseEncoder
+from ragbot.encoders.packaged import resolve_model_path
+from ragbot.encoders.sparse import SpladeEncoder, splade_max_pool
+
+MSMARCO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "beir" / "msmarco-5k"
+
+
+def load_texts(n: int, seed: int) -> tuple[list[str], list[str], str]:
+    """Passages and queries from MS MARCO when present, else seeded synthetic text of similar lengths."""
+    corpus, queries = MSMARCO / "corpus.jsonl", MSMARCO / "queries.jsonl"
+    if corpus.is_file() and queries.is_file():
+        with corpus.open(encoding="utf-8") as f:
+            docs = [json.loads(line)["text"] for _, line in zip(range(n), f, strict=False)]
+        with queries.open(encoding="utf-8") as f:
+            qs = [json.loads(line)["text"] for line in f]
+        return docs, qs, f"MS MARCO ({corpus})"
+    rng = random.Random(seed)
+    words = [
+        "retrieval",
+        "sparse",
+        "dense",
+        "vector",
+        "index",
+        "query",
+        "passage",
+        "model",
+        "token",
+        "weight",
+        "score",
+        "search",
+    ]
+    docs = [" ".join(rng.choices(words, k=rng.randint(20, 120))) for _ in range(n)]
+    qs = [" ".join(rng.choices(words, k=rng.randint(3, 9))) for _ in range(50)]
+    return docs, qs, "synthetic text (MS MARCO not found)"
+
+
+def naive_splade(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int
+) -> torch.Tensor:
+    """The textbook implementation: full logits for every padded position, then pool."""
+    rows = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                list(texts[start : start + batch_size]),
+                max_length=max_length,
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+            )
+            logits = model(**batch).logits
+            rows.append(splade_max_pool(logits, batch["attention_mask"]))
+    return torch.cat(rows)
+
+
+def median_rate(run: Callable[[], object], items: int, repeats: int) -> tuple[float, object]:
+    rates, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        rates.append(items / (time.perf_counter() - start))
+    return statistics.median(rates), result
+
+
+def latencies_ms(run: Callable[[str], object], queries: Sequence[str], repeats: int) -> tuple[float, float]:
+    for query in queries[:5]:
+        run(query)
+    samples = []
+    for _ in range(repeats):
+        for query in queries:
+            start = time.perf_counter()
+            run(query)
+            samples.append((time.perf_counter() - start) * 1000)
+    cuts = statistics.quantiles(samples, n=100)
+    return cuts[49], cuts[94]
+
+
+def main() -> None:
+    settings = Settings()
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=256, help="passages to encode")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=settings.torch_threads or 2)
+    parser.add_argument("--batch-size", type=int, default=settings.encode_batch_size)
+    parser.add_argument("--max-length", type=int, default=settings.sparse_max_length)
+    parser.add_argument("--sparse-model", default=settings.sparse_model)
+    parser.add_argument("--dense-model", default=settings.dense_model)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    apply_torch_threads(args.threads)
+    docs, queries, source = load_texts(args.n, args.seed)
+    print(f"texts: {len(docs)} passages, {len(queries)} queries from {source}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"max_length {args.max_length}, {args.repeats} repeats (medians)\n"
+    )
+
+    sparse_path = resolve_model_path(args.sparse_model)
+    tokenizer = AutoTokenizer.from_pretrained(sparse_path)
+    mlm = AutoModelForMaskedLM.from_pretrained(sparse_path, dtype=torch.float32).eval()
+    ours = SpladeEncoder(args.sparse_model, max_length=args.max_length, batch_size=args.batch_size)
+    dense = TransformerDenseEncoder(
+        args.dense_model, max_length=settings.dense_max_length, batch_size=args.batch_size
+    )
+    lengths = [len(ids) for ids in tokenizer(docs, truncation=True, max_length=args.max_length)["input_ids"]]
+    print(
+        f"tokens per passage: mean {statistics.mean(lengths):.0f}, max {max(lengths)}; "
+        f"fast SPLADE head in use: {ours.uses_fast_head}\n"
+    )
+
+    naive_rate, naive_out = median_rate(
+        lambda: naive_splade(mlm, tokenizer, docs, args.max_length, args.batch_size), len(docs), args.repeats
+    )
+    ours_rate, ours_out = median_rate(lambda: ours.encode_documents(docs), len(docs), args.repeats)
+    assert isinstance(naive_out, torch.Tensor)
+    assert isinstance(ours_out, list)
+    ours_dense = torch.zeros_like(naive_out)
+    for row, vector in enumerate(ours_out):
+        ours_dense[row, list(vector.indices)] = torch.tensor(vector.values, dtype=ours_dense.dtype)
+    max_diff = float((ours_dense - naive_out).abs().max())
+    same_terms = bool(torch.equal(ours_dense > 0, naive_out > 0))
+    terms = statistics.mean(len(v.indices) for v in ours_out)
+    dense_rate, _ = median_rate(lambda: dense.encode_documents(docs), len(docs), args.repeats)
+    sparse_p50, sparse_p95 = latencies_ms(ours.encode_query, queries, args.repeats)
+    dense_p50, dense_p95 = latencies_ms(dense.encode_query, queries, args.repeats)
+
+    print(f"{'SPLADE naive HF (full logits)':<36}{naive_rate:>10.1f} docs/s")
+    print(
+        f"{'SPLADE ragbot SpladeEncoder':<36}{ours_rate:>10.1f} docs/s   x{ours_rate / naive_rate:.1f} naive"
+    )
+    print(
+        f"{'  max |ours - naive|':<36}{max_diff:>10.2e}   same nonzero terms: {same_terms}, "
+        f"{terms:.0f} terms/passage"
+    )
+    print(f"{'dense TransformerDenseEncoder':<36}{dense_rate:>10.1f} docs/s   dim {dense.dim}")
+    print(f"{'query latency SPLADE':<36}{sparse_p50:>10.2f} ms p50 {sparse_p95:8.2f} ms p95")
+    print(f"{'query latency dense':<36}{dense_p50:>10.2f} ms p50 {dense_p95:8.2f} ms p95")
+
+
+if __name__ == "__main__":
+    main()

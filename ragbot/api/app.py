@@ -1,0 +1,61 @@
+"""``create_app()``: the FastAPI factory. Settings and engines are built in the lifespan, not at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.requests import Request
+from fastapi.responses import JSONResponse
+
+from ragbot import __version__
+from ragbot.api.errors import error_response, install_error_handlers
+from ragbot.api.routes import chat, conversations, health, sources
+from ragbot.config import Settings, get_settings
+from ragbot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, *, runtime: Runtime | None = None, warmup: bool = True
+) -> FastAPI:
+    """Build the app. Tests pass a prepared ``runtime``; ``warmup`` loads models before the first request."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from ragbot.quiet import quiet_third_party
+
+        quiet_third_party()
+        rt = runtime or Runtime(settings or get_settings())
+        app.state.runtime = rt
+        if warmup:
+            _ = rt.engine, rt.index, rt.retriever
+        try:
+            yield
+        finally:
+            if runtime is None:
+                rt.close()
+
+    app = FastAPI(
+        title="ragbot",
+        version=__version__,
+        description="Grounded chat over your own content: SPLADE + dense hybrid retrieval, cited answers.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid input')}")
+
+    app.include_router(health.router)
+    app.include_router(chat.router)
+    app.include_router(conversations.router)
+    app.include_router(sources.router)
+    return app

@@ -1,0 +1,225 @@
+"""The ``ragbot`` command: ingest, ask, explain, eval, serve.
+
+Each command builds only what it needs through ``Runtime``, so ``ragbot --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ragbot.config import get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Grounded chat on your own content.")
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from ragbot.quiet import quiet_third_party
+
+    quiet_third_party()
+
+
+@app.command()
+def ingest(
+    target: Annotated[str, typer.Argument(help="A file, a folder or an http(s) URL.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    max_pages: Annotated[int | None, typer.Option("--max-pages", help="Crawl at most N pages.")] = None,
+    max_depth: Annotated[int | None, typer.Option("--max-depth", help="Follow links at most N deep.")] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", help="URL pattern to include.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="URL pattern to exclude.")] = None,
+    allow_private: Annotated[
+        bool, typer.Option("--allow-private", help="Allow private-network and loopback URLs (intranets).")
+    ] = False,
+    bot: Annotated[str | None, typer.Option("--bot", help="Tenant id.")] = None,
+) -> None:
+    """Ingest (or re-sync) documents into the index."""
+    from ragbot.cli_progress import IngestProgress
+    from ragbot.runtime import Runtime
+    from ragbot.services.ingest import connector_for
+
+    runtime = Runtime(get_settings())
+    try:
+        connector = connector_for(
+            target,
+            runtime.settings,
+            max_pages=max_pages,
+            max_depth=max_depth,
+            include=include or [],
+            exclude=exclude or [],
+            allow_private=allow_private or runtime.settings.crawl_allow_private,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc), 2)
+    bot_id = bot or runtime.settings.bot_id
+    with IngestProgress(enabled=not as_json and sys.stderr.isatty()) as progress:
+        report = runtime.ingest_service.ingest(bot_id, connector, progress=progress.update)
+    runtime.close()
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    typer.echo(
+        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"removed {report.removed}, failed {report.failed} ({report.chunks} chunks)"
+    )
+    for failure in report.failures:
+        typer.echo(f"  failed: {failure.get('uri')}: {failure.get('reason')}", err=True)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    conversation: Annotated[
+        str | None, typer.Option("--conversation", help="Continue this conversation.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+    bot: Annotated[str | None, typer.Option("--bot", help="Tenant id.")] = None,
+) -> None:
+    """Ask a question and print a grounded answer with its citations."""
+    from ragbot.runtime import Runtime
+    from ragbot.services.chat import AnswerFailedError, ConversationNotFoundError
+    from ragbot.types import EventType
+
+    runtime = Runtime(get_settings())
+    bot_id = bot or runtime.settings.bot_id
+    done: dict[str, Any] = {}
+    try:
+        for event in runtime.chat_service.stream(bot_id, question, conversation):
+            if event.type is EventType.DELTA and not as_json:
+                typer.echo(event.data["text"], nl=False)
+            elif event.type is EventType.DONE:
+                done = event.data
+    except ConversationNotFoundError:
+        _fail(f"no conversation with id {conversation!r}", 2)
+    except AnswerFailedError as exc:
+        _fail(str(exc))
+    finally:
+        runtime.close()
+    out = {
+        "conversation_id": done.get("conversation_id"),
+        "message_id": done.get("message_id"),
+        "status": done.get("status"),
+        "answer": done.get("answer", ""),
+        "citations": [
+            {
+                k: c[k]
+                for k in ("n", "title", "url", "path", "page", "start_s", "snippet", "score", "matched_terms")
+            }
+            for c in done.get("citations", [])
+        ],
+    }
+    if as_json:
+        _print_json(out)
+    else:
+        typer.echo("")
+        for c in out["citations"]:
+            where = c["url"] or c["path"]
+            if c.get("page"):
+                where = f"{where} (page {c['page']})"
+            typer.echo(f"[{c['n']}] {c['title']} — {where}")
+        typer.echo(f"(conversation {out['conversation_id']})", err=True)
+    if done.get("status") == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def explain(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    bot: Annotated[str | None, typer.Option("--bot", help="Tenant id.")] = None,
+) -> None:
+    """Show what retrieval found and which vocabulary terms made each passage match."""
+    from ragbot.runtime import Runtime
+
+    runtime = Runtime(get_settings())
+    try:
+        hits = runtime.retriever.retrieve(bot or runtime.settings.bot_id, question, top_k)
+    finally:
+        runtime.close()
+    rows = [
+        {
+            "rank": i,
+            "title": h.chunk.title,
+            "uri": h.chunk.uri,
+            "score": h.score,
+            "sparse_score": h.sparse_score,
+            "dense_score": h.dense_score,
+            "matched_terms": [
+                {"term": t.term, "contribution": round(t.contribution, 4), "in_text": t.in_text}
+                for t in h.matched_terms
+            ],
+        }
+        for i, h in enumerate(hits, start=1)
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        typer.echo(f"{row['rank']}. {row['title']}  ({row['uri']})  score={row['score']:.4f}")
+        terms = ", ".join(
+            f"{t['term']}{'' if t['in_text'] else '*'}={t['contribution']:.3f}" for t in row["matched_terms"]
+        )
+        typer.echo(f"   terms: {terms}")
+    typer.echo("(* = expansion term absent from the passage text)")
+
+
+@app.command("eval")
+def evaluate(
+    directory: Annotated[
+        Path, typer.Argument(help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    modes: Annotated[
+        str, typer.Option("--modes", help="Comma-separated modes.")
+    ] = "bm25,sparse,dense,hybrid",
+) -> None:
+    """Evaluate retrieval on a BEIR dataset through the product's own ingest, index and retriever."""
+    from ragbot.evaluation.runner import evaluate as run_eval
+    from ragbot.evaluation.runner import format_table
+
+    if not directory.is_dir():
+        _fail(f"{directory} is not a folder", 2)
+    results = run_eval(
+        directory, modes=tuple(m.strip() for m in modes.split(",") if m.strip()), settings=get_settings()
+    )
+    if as_json:
+        _print_json(results)
+    else:
+        typer.echo(format_table(results))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from ragbot.api.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,108 @@
+"""Follow-up questions rewritten into standalone retrieval queries.
+
+"How do I change it?" retrieves nothing useful on its own; "How do I change the dense model?" does.
+The LLM rewrites the follow-up from the conversation (``prompts/condense.md``). First turns skip the
+call. Small local models sometimes answer instead of rewriting, wrap the question in quotes or a
+preamble, or run on: the output is cleaned, and when it still does not look like a question about the
+conversation, the fallback is the follow-up appended to the previous user turn, which keeps the
+topic words retrieval needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+from ragbot.generation.base import ChatLLM, ChatMessage, LLMStreamInterruptedError
+from ragbot.generation.prompts import PromptLibrary
+
+log = logging.getLogger(__name__)
+
+__all__ = ["clean_condensed", "condense_question", "fallback_query"]
+
+_LABEL = re.compile(
+    r"^\s*(?:\*\*)?(?:rewritten|standalone|reformulated|rephrased|new|follow-up)?\s*"
+    r"(?:question|query)\s*(?:\*\*)?\s*:\s*(?:\*\*)?\s*",
+    re.IGNORECASE,
+)
+_PREAMBLE = re.compile(
+    r"^\s*(?:sure|certainly|of course|okay|ok|here(?:'s| is)[^:]*)[,.!:]*\s*(?:here(?:'s| is)[^:]*:)?\s*",
+    re.IGNORECASE,
+)
+_QUOTES = "\"'`“”‘’«»"
+#: A rewrite much longer than the question plus the previous turn is an answer, not a question.
+_MAX_GROWTH_CHARS = 200
+
+
+def clean_condensed(raw: str) -> str:
+    """The first meaningful line of the model's output, without labels, preambles or quotes."""
+    for line in raw.strip().splitlines():
+        text = line.strip()
+        if not text:
+            continue
+        text = _PREAMBLE.sub("", text, count=1)
+        text = _LABEL.sub("", text, count=1)
+        text = text.strip().strip(_QUOTES).strip()
+        if text:
+            return text
+    return ""
+
+
+def _last_user_turn(history: Sequence[ChatMessage]) -> str:
+    for message in reversed(history):
+        if message["role"] == "user" and message["content"].strip():
+            return " ".join(message["content"].split())
+    return ""
+
+
+def fallback_query(history: Sequence[ChatMessage], question: str) -> str:
+    """The previous user turn followed by the follow-up: crude, but it carries the topic words."""
+    previous = _last_user_turn(history)
+    return f"{previous} {question.strip()}".strip() if previous else question.strip()
+
+
+def _plausible(rewrite: str, question: str, history: Sequence[ChatMessage]) -> bool:
+    if not rewrite or len(rewrite) < 3:
+        return False
+    limit = len(question) + len(_last_user_turn(history)) + _MAX_GROWTH_CHARS
+    return len(rewrite) <= limit
+
+
+def _first_line(llm: ChatLLM, messages: list[ChatMessage], *, limit: int) -> str:
+    """Stream until the first complete non-preamble line: the rewrite is one line, and closing the
+    stream early stops a model that would run on."""
+    parts: list[str] = []
+    size = 0
+    stream = llm.stream(messages)
+    try:
+        for delta in stream:
+            parts.append(delta)
+            size += len(delta)
+            text = "".join(parts)
+            if size > limit or ("\n" in text and clean_condensed(text[: text.rfind("\n")])):
+                break
+    except LLMStreamInterruptedError as exc:
+        return exc.partial
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    return "".join(parts)
+
+
+def condense_question(
+    llm: ChatLLM, prompts: PromptLibrary, history: Sequence[ChatMessage], question: str
+) -> str:
+    """A standalone version of ``question``; unchanged on a first turn (no LLM call)."""
+    if not any(m["role"] in ("user", "assistant") and m["content"].strip() for m in history):
+        return question
+    messages = prompts.condense_messages(history, question, count_tokens=llm.count_tokens)
+    raw = _first_line(llm, messages, limit=len(question) + len(_last_user_turn(history)) + _MAX_GROWTH_CHARS)
+    rewrite = clean_condensed(raw)
+    if _plausible(rewrite, question, history):
+        log.debug("condensed %r -> %r", question, rewrite)
+        return rewrite
+    fallback = fallback_query(history, question)
+    log.info("condensation output %r rejected; retrieving with %r", raw[:200], fallback)
+    return fallback

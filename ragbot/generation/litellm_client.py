@@ -1,0 +1,409 @@
+"""``ChatLLM`` over LiteLLM: streaming, deadlines, retries with backoff, an ordered fallback chain.
+
+Policy, in the order it applies to one ``stream()`` call:
+
+1. Deployments are tried in order: ``llm_model`` first, then each of ``llm_fallbacks``.
+2. Each deployment gets ``1 + llm_max_retries`` attempts. Only transient failures are retried (429,
+   5xx, timeouts, connection errors), with exponential backoff (``llm_retry_backoff_s * 2**n``, jittered,
+   raised to a server's ``Retry-After``); a permanent one (bad key, unknown model, bad request) moves
+   straight to the next deployment.
+3. Deadlines: no text within ``llm_first_token_timeout_s`` of an attempt's start (or no new text for as
+   long, mid-stream) ends that attempt; ``llm_total_timeout_s`` bounds the whole call, retries and
+   fallbacks included, so a visitor never waits longer than that. ``llm_connect_timeout_s`` goes to
+   the HTTP client. The deadlines are enforced here, on a worker thread that drives LiteLLM's stream,
+   because a provider (or the local model) can block inside one chunk for any length of time.
+4. Retries and fallbacks happen only before any text was yielded: once the caller has shown text, a
+   failure raises ``LLMStreamInterruptedError`` carrying the partial answer, never a silent truncation.
+5. When nothing worked: ``LLMTimeoutError`` if the last failures were timeouts (or the total deadline
+   ran out), else ``LLMError``, with one line per deployment saying what happened.
+
+Fallback entries are LiteLLM model strings, optionally ``MODEL|API_BASE`` for a server of their own
+(which then uses ``llm_api_key``). An entry without a base on the same provider as ``llm_model``
+inherits ``llm_api_base`` and ``llm_api_key``; one on another provider uses that provider's standard
+environment variables (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...), as LiteLLM does.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ragbot.config import Settings
+from ragbot.generation.base import ChatMessage, LLMError, LLMStreamInterruptedError, LLMTimeoutError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Deployment", "LiteLLMChat", "deployments_from_settings", "import_litellm"]
+
+LOCAL_PROVIDER = "ragbot-local"
+
+
+def import_litellm() -> Any:
+    """Import LiteLLM configured for offline, quiet use (the package ``__init__`` set its env flags)."""
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    litellm.disable_hf_tokenizer_download = True  # token counting must never reach a model hub
+    litellm.drop_params = True  # a provider that lacks e.g. ``temperature`` ignores it instead of failing
+    return litellm
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One entry of the chain: a LiteLLM model string and where to reach it."""
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.model.startswith(f"{LOCAL_PROVIDER}/")
+
+
+def _provider_of(model: str) -> str:
+    if "/" in model:
+        return model.split("/", 1)[0]
+    try:
+        _, provider, _, _ = import_litellm().get_llm_provider(model)
+        return str(provider)
+    except Exception:  # an unknown bare name: treat it as its own provider
+        return model
+
+
+def deployments_from_settings(settings: Settings) -> list[Deployment]:
+    primary = Deployment(settings.llm_model, settings.llm_api_base, settings.llm_api_key)
+    chain = [primary]
+    for entry in settings.llm_fallbacks:
+        model, sep, base = (part.strip() for part in entry.partition("|"))
+        if not model:
+            raise ValueError(f"empty model in RAGBOT_LLM_FALLBACKS entry {entry!r}")
+        if sep:
+            chain.append(Deployment(model, base or None, settings.llm_api_key))
+        elif _provider_of(model) == _provider_of(primary.model):
+            chain.append(Deployment(model, primary.api_base, primary.api_key))
+        else:
+            chain.append(Deployment(model))
+    return chain
+
+
+class _AttemptTimeoutError(Exception):
+    """A deadline enforced by this module (as opposed to one raised by the HTTP client)."""
+
+
+class _TotalDeadlineError(_AttemptTimeoutError):
+    pass
+
+
+class _TruncatedStreamError(Exception):
+    """The body ended cleanly but the provider never said the answer was finished."""
+
+
+_DONE = object()
+
+
+class _StreamPump:
+    """Drives one LiteLLM streaming call on a worker thread and hands text deltas over a queue.
+
+    The consumer waits on the queue with a timeout, so deadlines hold whatever the provider does; an
+    abandoned worker notices ``cancel`` at its next chunk and closes the stream (which also stops the
+    local model's generation thread).
+    """
+
+    def __init__(self, start: Callable[[], Iterable[Any]], name: str) -> None:
+        self._start = start
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stream: Iterable[Any] | None = None
+        try:
+            stream = self._start()
+            for chunk in stream:
+                if self._cancel.is_set():
+                    return
+                text = _delta_text(chunk)
+                if text:
+                    self._queue.put(("text", text))
+            if _ended_without_finish_reason(stream):
+                raise _TruncatedStreamError("the stream ended without a finish reason (connection closed early)")
+            self._queue.put(("end", _DONE))
+        except BaseException as exc:  # handed to the consumer, which decides
+            self._queue.put(("error", exc))
+        finally:
+            _close_quietly(stream)
+
+    def get(self, timeout: float) -> tuple[str, Any]:
+        return self._queue.get(timeout=timeout)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+
+def _delta_text(chunk: Any) -> str:
+    choices = getattr(chunk, "choices", None)
+    if not choices:
+        return ""
+    delta = getattr(choices[0], "delta", None)
+    content = getattr(delta, "content", None) if delta is not None else None
+    return content if isinstance(content, str) else ""
+
+
+def _ended_without_finish_reason(stream: Any) -> bool:
+    """LiteLLM appends a synthetic ``stop`` chunk to every stream; its wrapper remembers what was real.
+
+    An OpenAI-style stream closed by a proxy or a crashed worker after some chunks (a clean EOF, no
+    ``[DONE]``) would otherwise pass for a complete answer.
+    """
+    if not hasattr(stream, "received_finish_reason"):
+        return False
+    return stream.received_finish_reason is None and getattr(stream, "intermittent_finish_reason", None) is None
+
+
+def _close_quietly(stream: Any) -> None:
+    for target in (getattr(stream, "completion_stream", None), stream):
+        close = getattr(target, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # closing is best effort; the worker is exiting anyway
+                log.debug("closing an LLM stream failed", exc_info=True)
+
+
+_TRANSIENT_STATUS = {408, 409, 425, 429}
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    import httpx
+    import openai
+
+    litellm = import_litellm()
+    return isinstance(
+        exc,
+        _AttemptTimeoutError | litellm.exceptions.Timeout | openai.APITimeoutError | httpx.TimeoutException,
+    )
+
+
+def _is_transient(exc: BaseException) -> bool:
+    import httpx
+    import openai
+
+    litellm = import_litellm()
+    if _is_timeout(exc) or isinstance(exc, _TruncatedStreamError):
+        return True
+    if isinstance(
+        exc,
+        litellm.exceptions.RateLimitError
+        | litellm.exceptions.APIConnectionError
+        | litellm.exceptions.ServiceUnavailableError
+        | litellm.exceptions.InternalServerError
+        | litellm.exceptions.BadGatewayError
+        | openai.APIConnectionError
+        | httpx.TransportError,
+    ):
+        return True
+    if isinstance(
+        exc,
+        litellm.exceptions.AuthenticationError
+        | litellm.exceptions.PermissionDeniedError
+        | litellm.exceptions.NotFoundError
+        | litellm.exceptions.BadRequestError,
+    ):
+        return False
+    status = getattr(exc, "status_code", None)
+    return isinstance(status, int) and (status in _TRANSIENT_STATUS or status >= 500)
+
+
+def _retry_after_s(exc: BaseException) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    value = headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _AttemptTimeoutError | _TruncatedStreamError):
+        return str(exc)
+    status = getattr(exc, "status_code", None)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return f"{type(exc).__name__}{f' {status}' if status else ''}: {text}"
+
+
+class LiteLLMChat:
+    """The one ``ChatLLM`` implementation: every call goes through ``litellm.completion(stream=True)``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._chain = deployments_from_settings(settings)
+        self._litellm = import_litellm()
+        if any(d.is_local for d in self._chain):
+            from ragbot.generation.local_provider import register_local_provider
+
+            self._local = register_local_provider(settings.cache_dir)
+        else:
+            self._local = None
+        self.last_model: str | None = None  # the deployment that produced the last successful stream
+
+    @property
+    def model_name(self) -> str:
+        return self._chain[0].model
+
+    @property
+    def deployments(self) -> list[Deployment]:
+        return list(self._chain)
+
+    def warm_up(self) -> None:
+        """Load the embedded model now (server start) instead of on the first question."""
+        if self._local is not None:
+            for deployment in self._chain:
+                if deployment.is_local:
+                    self._local.model_for(deployment.model.split("/", 1)[1])
+
+    def count_tokens(self, text: str) -> int:
+        primary = self._chain[0]
+        if primary.is_local and self._local is not None:
+            return self._local.model_for(primary.model.split("/", 1)[1]).count_tokens(text)
+        try:
+            return int(self._litellm.token_counter(model=primary.model, text=text))
+        except Exception:  # a tokenizer LiteLLM cannot resolve offline: a conservative estimate
+            return max(1, len(text) // 3)
+
+    def complete(self, messages: Sequence[ChatMessage]) -> str:
+        return "".join(self.stream(messages))
+
+    def stream(self, messages: Sequence[ChatMessage]) -> Iterator[str]:
+        settings = self._settings
+        deadline = time.monotonic() + settings.llm_total_timeout_s
+        payload = [{"role": m["role"], "content": m["content"]} for m in messages]
+        failures: list[tuple[Deployment, int, BaseException]] = []
+        for index, deployment in enumerate(self._chain):
+            if index:
+                log.warning(
+                    "falling back to %s after %s failed", deployment.model, self._chain[index - 1].model
+                )
+            for attempt in range(settings.llm_max_retries + 1):
+                if attempt:
+                    delay = self._backoff(attempt, failures[-1][2])
+                    if time.monotonic() + delay >= deadline:
+                        break
+                    time.sleep(delay)
+                if time.monotonic() >= deadline:
+                    break
+                partial: list[str] = []
+                try:
+                    for text in self._attempt(deployment, payload, deadline):
+                        partial.append(text)
+                        yield text
+                except Exception as exc:
+                    if partial:
+                        raise LLMStreamInterruptedError(
+                            f"the answer from {deployment.model} broke off after {sum(map(len, partial))} "
+                            f"characters: {_describe(exc)}",
+                            partial="".join(partial),
+                        ) from exc
+                    failures.append((deployment, attempt, exc))
+                    log.warning("%s attempt %d failed: %s", deployment.model, attempt + 1, _describe(exc))
+                    if isinstance(exc, _TotalDeadlineError) or not _is_transient(exc):
+                        break
+                    continue
+                self.last_model = deployment.model
+                return
+            if time.monotonic() >= deadline:
+                break
+        raise self._give_up(failures, deadline)
+
+    def _attempt(
+        self, deployment: Deployment, payload: list[dict[str, str]], deadline: float
+    ) -> Iterator[str]:
+        import httpx
+
+        settings = self._settings
+        litellm = self._litellm
+        gap = settings.llm_first_token_timeout_s
+        kwargs: dict[str, Any] = {
+            "model": deployment.model,
+            "messages": payload,
+            "stream": True,
+            "temperature": settings.llm_temperature,
+            "max_tokens": settings.llm_max_tokens,
+            "timeout": httpx.Timeout(
+                connect=settings.llm_connect_timeout_s,
+                read=gap,
+                write=settings.llm_connect_timeout_s,
+                pool=settings.llm_connect_timeout_s,
+            ),
+            "max_retries": 0,  # retries are ours: the SDKs' own would hide attempts and ignore our deadline
+            "num_retries": 0,
+        }
+        if deployment.api_base:
+            kwargs["api_base"] = deployment.api_base
+        if deployment.api_key:
+            kwargs["api_key"] = deployment.api_key
+        pump = _StreamPump(lambda: litellm.completion(**kwargs), name=f"llm:{deployment.model}")
+        received = False
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _TotalDeadlineError(f"total timeout of {settings.llm_total_timeout_s:g} s reached")
+                try:
+                    kind, value = pump.get(timeout=min(gap, remaining))
+                except queue.Empty:
+                    if remaining <= gap:
+                        raise _TotalDeadlineError(
+                            f"total timeout of {settings.llm_total_timeout_s:g} s reached"
+                        ) from None
+                    what = "next token" if received else "first token"
+                    raise _AttemptTimeoutError(f"no {what} within {gap:g} s") from None
+                if kind == "text":
+                    received = True
+                    yield value
+                elif kind == "end":
+                    return
+                else:
+                    raise value
+        finally:
+            pump.cancel()
+
+    def _backoff(self, attempt: int, error: BaseException) -> float:
+        delay: float = self._settings.llm_retry_backoff_s * (2 ** (attempt - 1)) * random.uniform(0.75, 1.25)
+        retry_after = _retry_after_s(error)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    def _give_up(self, failures: list[tuple[Deployment, int, BaseException]], deadline: float) -> LLMError:
+        if not failures:
+            return LLMTimeoutError(
+                f"no attempt could start within the total timeout of {self._settings.llm_total_timeout_s:g} s"
+            )
+        lines: list[str] = []
+        for deployment in self._chain:
+            mine = [exc for d, _, exc in failures if d is deployment]
+            if mine:
+                lines.append(f"{deployment.model}: {len(mine)} attempt(s), last {_describe(mine[-1])}")
+        summary = "; ".join(lines)
+        last = failures[-1][2]
+        out_of_time = time.monotonic() >= deadline
+        if _is_timeout(last) or out_of_time:
+            error: LLMError = LLMTimeoutError(f"the language model timed out ({summary})")
+        else:
+            error = LLMError(f"the language model is unavailable ({summary})")
+        error.__cause__ = last
+        return error

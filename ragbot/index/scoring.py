@@ -1,0 +1,67 @@
+"""Pure assembly of ``Hit``s from an engine's ranked lists, shared by the Edge and server backends.
+
+A fused hybrid query returns one score per point. Running the sparse and the dense query beside it (in the
+same batched call) lets each fused hit also carry its per-retriever score and rank, which explanations,
+the retrieval log and calibrated refusal thresholds use; a point absent from a list gets ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ragbot.index.base import FusionName
+from ragbot.index.points import payload_to_chunk
+from ragbot.types import Hit
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredId:
+    """One engine result: point id, score, and the payload when it was requested."""
+
+    point_id: str
+    score: float
+    payload: Mapping[str, Any] | None = None
+
+
+def assemble_hits(
+    primary: Sequence[ScoredId], sparse: Sequence[ScoredId], dense: Sequence[ScoredId]
+) -> list[Hit]:
+    """Hits in ``primary`` order (payload required there), annotated from the sparse and dense lists."""
+    sparse_at = {s.point_id: (rank, s.score) for rank, s in enumerate(sparse, start=1)}
+    dense_at = {s.point_id: (rank, s.score) for rank, s in enumerate(dense, start=1)}
+    hits = []
+    for scored in primary:
+        if scored.payload is None:
+            raise ValueError(f"point {scored.point_id} came back without its payload")
+        s_rank, s_score = sparse_at.get(scored.point_id, (None, None))
+        d_rank, d_score = dense_at.get(scored.point_id, (None, None))
+        hits.append(
+            Hit(
+                chunk=payload_to_chunk(scored.payload),
+                score=scored.score,
+                sparse_score=s_score,
+                dense_score=d_score,
+                sparse_rank=s_rank,
+                dense_rank=d_rank,
+            )
+        )
+    return hits
+
+
+def check_fusion(fusion: str) -> FusionName:
+    if fusion == "rrf":
+        return "rrf"
+    if fusion == "dbsf":
+        return "dbsf"
+    raise ValueError(f"unknown engine fusion {fusion!r}: expected 'rrf' or 'dbsf'")
+
+
+def engine_rrf_k(rrf_k: int) -> int:
+    """Qdrant scores RRF as 1/(k + rank - 1) with ranks from 1 (measured on Edge and in qdrant-client's local
+    mode); passing k + 1 gives the textbook 1/(k + rank) that ``ragbot.retrieval.fusion.rrf`` computes, so
+    engine-side and client-side fusion rank alike."""
+    if rrf_k < 1:
+        raise ValueError(f"rrf_k must be a positive integer, got {rrf_k}")
+    return rrf_k + 1

@@ -1,0 +1,339 @@
+"""One suite, every ``VectorIndex`` backend: Qdrant Edge in a temp dir and qdrant-client's local mode (the
+stand-in for a Qdrant server, which cannot run here). Small hand-made vectors, so expected rankings and scores
+are computed by hand, and the whole suite runs in seconds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from qdrant_client import QdrantClient
+
+from ragbot.index.base import IndexClosedError, IndexConfigError, VectorIndex
+from ragbot.index.edge import EdgeIndex
+from ragbot.index.points import PointFormatError, chunk_point_id
+from ragbot.index.remote import QdrantServerIndex
+from ragbot.retrieval.fusion import rrf, sort_scores
+from ragbot.types import Chunk, EncodedChunk, SparseVector
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant"),
+]
+
+A, B = "bot-a", "bot-b"
+
+
+class Backend:
+    """Opens (and re-opens) one backend's index on the same storage, and closes whatever it opened."""
+
+    def __init__(self, kind: str, root: Path) -> None:
+        self.kind = kind
+        self.root = root
+        self._clients: list[QdrantClient] = []
+        self._indexes: list[VectorIndex] = []
+
+    def open(self) -> VectorIndex:
+        index: VectorIndex
+        if self.kind == "edge":
+            index = EdgeIndex(self.root, "contract")
+        else:
+            for client in self._clients:  # local mode locks its folder: one client at a time
+                client.close()
+            client = QdrantClient(path=str(self.root / "qdrant-local"))
+            self._clients.append(client)
+            index = QdrantServerIndex(client=client, collection="contract")
+        self._indexes.append(index)
+        return index
+
+    def reopen(self, index: VectorIndex) -> VectorIndex:
+        index.close()
+        return self.open()
+
+    def close_all(self) -> None:
+        for index in self._indexes:
+            index.close()
+        for client in self._clients:
+            client.close()
+
+
+@pytest.fixture(params=["edge", "qdrant-client-local"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    b = Backend(request.param, tmp_path)
+    yield b
+    b.close_all()
+
+
+@pytest.fixture
+def index(backend: Backend) -> VectorIndex:
+    idx = backend.open()
+    idx.ensure_collection(4)
+    return idx
+
+
+def item(
+    bot: str,
+    source: str,
+    n: int,
+    sparse: dict[int, float],
+    dense: tuple[float, ...],
+    *,
+    text: str | None = None,
+    **fields: object,
+) -> EncodedChunk:
+    uri = f"https://example.org/{source}"
+    body = text if text is not None else f"{source} chunk {n}"
+    chunk = Chunk(
+        id=chunk_point_id(bot, uri, n, body),
+        bot_id=bot,
+        source_id=source,
+        uri=uri,
+        title=f"Title of {source}",
+        text=body,
+        chunk_index=n,
+        **fields,  # type: ignore[arg-type]
+    )
+    keys = sorted(sparse)
+    return EncodedChunk(chunk, SparseVector(tuple(keys), tuple(sparse[k] for k in keys)), dense)
+
+
+def sv(weights: dict[int, float]) -> SparseVector:
+    keys = sorted(weights)
+    return SparseVector(tuple(keys), tuple(weights[k] for k in keys))
+
+
+# Three documents of bot A where sparse and dense disagree on the order.
+DOC1 = item(A, "doc1", 0, {1: 2.0, 2: 1.0}, (1.0, 0.0, 0.0, 0.0))
+DOC2 = item(A, "doc2", 0, {1: 1.0, 3: 3.0}, (0.0, 1.0, 0.0, 0.0))
+DOC3 = item(A, "doc2", 1, {2: 0.5, 4: 1.0}, (0.6, 0.8, 0.0, 0.0))
+QUERY_SPARSE = sv({1: 1.0, 3: 0.5})  # dots: doc1 2.0, doc2 2.5, doc3 0 (no shared term)
+QUERY_DENSE = (1.0, 0.0, 0.0, 0.0)  # cosines: doc1 1.0, doc3 0.6, doc2 0.0
+
+
+def ids(hits: list) -> list[str]:  # type: ignore[type-arg]
+    return [h.chunk.id for h in hits]
+
+
+def test_reads_on_a_fresh_store_find_nothing(backend: Backend) -> None:
+    fresh = backend.open()
+    assert fresh.count(A) == 0
+    assert fresh.search_sparse(A, QUERY_SPARSE, 5) == []
+    assert fresh.hybrid_search(A, QUERY_SPARSE, QUERY_DENSE, 5, 10) == []
+    assert fresh.sparse_vectors(A, [DOC1.chunk.id]) == {}
+    fresh.delete_source(A, "doc1")  # nothing to delete is not an error
+
+
+def test_upsert_creates_the_collection_and_reupsert_does_not_duplicate(backend: Backend) -> None:
+    idx = backend.open()
+    idx.upsert([DOC1, DOC2, DOC3])  # no ensure_collection first: the dimension comes from the items
+    assert idx.count(A) == 3
+    idx.upsert([DOC1, DOC2, DOC3])
+    assert idx.count(A) == 3
+    assert idx.count(A, source_id="doc2") == 2
+
+
+def test_reupsert_with_the_same_id_replaces_payload_and_vectors(index: VectorIndex) -> None:
+    index.upsert([DOC1])
+    changed = EncodedChunk(
+        Chunk(**{**_fields(DOC1.chunk), "title": "New title"}), sv({9: 1.0}), (0.0, 0.0, 1.0, 0.0)
+    )
+    index.upsert([changed])
+    assert index.count(A) == 1
+    [hit] = index.search_dense(A, (0.0, 0.0, 1.0, 0.0), 5)
+    assert hit.chunk.title == "New title"
+    assert hit.dense_score == pytest.approx(1.0, abs=1e-5)
+    assert index.sparse_vectors(A, [DOC1.chunk.id])[DOC1.chunk.id] == sv({9: 1.0})
+
+
+def test_sparse_search_ranks_by_dot_product(index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    hits = index.search_sparse(A, QUERY_SPARSE, 10)
+    assert ids(hits) == [DOC2.chunk.id, DOC1.chunk.id]  # doc3 shares no term with the query
+    assert [h.score for h in hits] == pytest.approx([2.5, 2.0])
+    assert [h.sparse_score for h in hits] == pytest.approx([2.5, 2.0])
+    assert [h.sparse_rank for h in hits] == [1, 2]
+    assert all(h.dense_score is None for h in hits)
+
+
+def test_dense_search_ranks_by_cosine(index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    hits = index.search_dense(A, (2.0, 0.0, 0.0, 0.0), 10)  # not unit length: cosine normalises
+    assert ids(hits) == [DOC1.chunk.id, DOC3.chunk.id, DOC2.chunk.id]
+    assert [h.score for h in hits] == pytest.approx([1.0, 0.6, 0.0], abs=1e-5)
+    assert [h.dense_rank for h in hits] == [1, 2, 3]
+    assert index.search_dense(A, QUERY_DENSE, 1) == hits[:1]
+
+
+def test_hybrid_rrf_matches_textbook_rrf_over_both_rankings(index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    hits = index.hybrid_search(A, QUERY_SPARSE, QUERY_DENSE, limit=3, prefetch_limit=10, rrf_k=60)
+    sparse_rank = ids(index.search_sparse(A, QUERY_SPARSE, 10))
+    dense_rank = ids(index.search_dense(A, QUERY_DENSE, 10))
+    expected = sort_scores(rrf([sparse_rank, dense_rank], k=60))
+    assert ids(hits) == [doc for doc, _ in expected]
+    assert [h.score for h in hits] == pytest.approx([s for _, s in expected], rel=1e-5)
+    top = hits[0]  # doc1: sparse rank 2, dense rank 1
+    assert top.chunk.id == DOC1.chunk.id
+    assert (top.sparse_rank, top.dense_rank) == (2, 1)
+    assert top.sparse_score == pytest.approx(2.0)
+    assert top.dense_score == pytest.approx(1.0, abs=1e-5)
+    doc3 = next(h for h in hits if h.chunk.id == DOC3.chunk.id)
+    assert doc3.sparse_score is None
+    assert doc3.sparse_rank is None
+
+
+def test_hybrid_respects_limit_prefetch_limit_and_rrf_k(index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    assert len(index.hybrid_search(A, QUERY_SPARSE, QUERY_DENSE, limit=2, prefetch_limit=10)) == 2
+    only_tops = index.hybrid_search(A, QUERY_SPARSE, QUERY_DENSE, limit=10, prefetch_limit=1)
+    assert set(ids(only_tops)) == {DOC2.chunk.id, DOC1.chunk.id}  # the top of each list
+    k1 = index.hybrid_search(A, QUERY_SPARSE, QUERY_DENSE, limit=1, prefetch_limit=10, rrf_k=1)
+    assert k1[0].score == pytest.approx(1 / (1 + 2) + 1 / (1 + 1), rel=1e-5)
+
+
+def test_hybrid_dbsf_fuses_in_the_engine(index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    hits = index.hybrid_search(A, QUERY_SPARSE, QUERY_DENSE, limit=3, prefetch_limit=10, fusion="dbsf")
+    assert set(ids(hits)) == {DOC1.chunk.id, DOC2.chunk.id, DOC3.chunk.id}
+    assert hits[0].chunk.id == DOC1.chunk.id  # high in both lists
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_hybrid_with_an_empty_sparse_query_falls_back_to_dense(index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    hits = index.hybrid_search(A, SparseVector((), ()), QUERY_DENSE, limit=3, prefetch_limit=10)
+    assert ids(hits) == [DOC1.chunk.id, DOC3.chunk.id, DOC2.chunk.id]
+    assert index.search_sparse(A, SparseVector((), ()), 3) == []
+
+
+def test_tenants_never_see_each_other(index: VectorIndex) -> None:
+    # Same document, same text, in two bots: distinct points, each visible to its own bot only.
+    twin = item(B, "doc1", 0, {1: 2.0, 2: 1.0}, (1.0, 0.0, 0.0, 0.0))
+    assert twin.chunk.id != DOC1.chunk.id
+    index.upsert([DOC1, DOC2, twin])
+    for search in (
+        lambda bot: index.search_sparse(bot, QUERY_SPARSE, 10),
+        lambda bot: index.search_dense(bot, QUERY_DENSE, 10),
+        lambda bot: index.hybrid_search(bot, QUERY_SPARSE, QUERY_DENSE, 10, 10),
+    ):
+        assert {h.chunk.bot_id for h in search(A)} == {A}
+        assert ids(search(B)) == [twin.chunk.id]
+    assert (index.count(A), index.count(B), index.count("nobody")) == (2, 1, 0)
+    assert index.sparse_vectors(B, [DOC1.chunk.id]) == {}
+    index.delete_chunks(B, [DOC1.chunk.id])  # bot B cannot delete bot A's chunk by id
+    index.delete_source(B, "doc2")
+    assert index.count(A) == 2
+    index.delete_bot(B)
+    assert (index.count(A), index.count(B)) == (2, 0)
+
+
+def test_delete_source_removes_every_chunk_of_that_document_only(index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    index.delete_source(A, "doc2")
+    assert index.count(A) == 1
+    assert index.count(A, source_id="doc2") == 0
+    assert ids(index.search_dense(A, QUERY_DENSE, 10)) == [DOC1.chunk.id]
+
+
+def test_delete_chunks_by_id(index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    index.delete_chunks(A, [DOC3.chunk.id, "never-stored"])
+    index.delete_chunks(A, [])
+    assert index.count(A) == 2
+    assert index.count(A, source_id="doc2") == 1
+
+
+def test_payload_round_trip_keeps_provenance(index: VectorIndex) -> None:
+    pdf = item(
+        A,
+        "manual.pdf",
+        3,
+        {5: 1.0},
+        (0.0, 0.0, 0.0, 1.0),
+        text="Torque: 12 Nm",
+        page=7,
+        heading_path=("Install", "Bolts"),
+        char_start=120,
+        char_end=133,
+    )
+    video = item(A, "talk", 0, {6: 1.0}, (0.0, 0.0, 1.0, 0.0), text="ünïcode ✓", start_s=61.5, end_s=75.25)
+    local = EncodedChunk(
+        Chunk(**{**_fields(pdf.chunk), "id": "a-plain-id", "uri": "/srv/docs/manual.pdf"}),
+        sv({7: 1.0}),
+        (0.0, 0.0, 0.5, 0.5),
+    )
+    index.upsert([pdf, video, local])
+    found = {h.chunk.id: h.chunk for h in index.search_dense(A, (0.0, 0.0, 1.0, 1.0), 10)}
+    assert found[pdf.chunk.id] == pdf.chunk
+    assert found[video.chunk.id] == video.chunk
+    assert found["a-plain-id"] == local.chunk  # a non-UUID chunk id comes back exactly as given
+    assert found["a-plain-id"].path == "/srv/docs/manual.pdf"
+    assert found["a-plain-id"].url is None
+    assert found[pdf.chunk.id].url == "https://example.org/manual.pdf"
+
+
+def test_sparse_vectors_returns_what_was_stored(index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    got = index.sparse_vectors(A, [DOC1.chunk.id, DOC3.chunk.id, DOC1.chunk.id, "missing"])
+    assert got == {DOC1.chunk.id: DOC1.sparse, DOC3.chunk.id: DOC3.sparse}
+
+
+def test_data_survives_close_and_reopen(backend: Backend, index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    index.delete_chunks(A, [DOC3.chunk.id])
+    reopened = backend.reopen(index)
+    assert reopened.count(A) == 2
+    assert ids(reopened.search_sparse(A, QUERY_SPARSE, 10)) == [DOC2.chunk.id, DOC1.chunk.id]
+    reopened.upsert([DOC3])
+    assert reopened.count(A) == 3
+
+
+def test_a_store_with_another_dense_size_is_refused(backend: Backend, index: VectorIndex) -> None:
+    index.upsert([DOC1])
+    with pytest.raises(IndexConfigError):
+        index.ensure_collection(8)
+    reopened = backend.reopen(index)
+    with pytest.raises(IndexConfigError):
+        reopened.ensure_collection(8)
+    reopened.ensure_collection(4)
+    assert reopened.count(A) == 1
+
+
+def test_bad_input_is_refused_and_writes_nothing(index: VectorIndex) -> None:
+    index.upsert([DOC1])
+    bad_items = [
+        item(A, "x", 0, {1: math.nan}, (1.0, 0.0, 0.0, 0.0)),
+        item(A, "x", 0, {1: 1.0}, (math.inf, 0.0, 0.0, 0.0)),
+        item(A, "x", 0, {1: 1.0}, (0.0, 0.0, 0.0, 0.0)),
+        item(A, "x", 0, {1: 1.0}, (1.0, 0.0, 0.0)),
+        item("", "x", 0, {1: 1.0}, (1.0, 0.0, 0.0, 0.0)),
+        EncodedChunk(DOC2.chunk, SparseVector((3, 1), (1.0, 1.0)), DOC2.dense),
+    ]
+    for bad in bad_items:
+        with pytest.raises((PointFormatError, IndexConfigError)):
+            index.upsert([DOC2, bad])  # a good item in the same batch is not written either
+    assert index.count(A) == 1
+    with pytest.raises(PointFormatError):
+        index.search_dense("", QUERY_DENSE, 3)
+    with pytest.raises(ValueError, match="limit"):
+        index.hybrid_search(A, QUERY_SPARSE, QUERY_DENSE, 0, 10)
+    with pytest.raises(ValueError, match="fusion"):
+        index.hybrid_search(A, QUERY_SPARSE, QUERY_DENSE, 3, 10, fusion="mean")  # type: ignore[arg-type]
+    with pytest.raises(PointFormatError):
+        index.search_dense(A, (1.0, 0.0), 3)
+
+
+def test_a_closed_index_refuses_calls(index: VectorIndex) -> None:
+    index.upsert([DOC1])
+    index.close()
+    index.close()
+    with pytest.raises(IndexClosedError):
+        index.count(A)
+    with pytest.raises(IndexClosedError):
+        index.upsert([DOC2])
+
+
+def _fields(chunk: Chunk) -> dict[str, object]:
+    return {name: getattr(chunk, name) for name in Chunk.__dataclass_fields__}

@@ -1,0 +1,184 @@
+"""LiteLLMChat against real OpenAI-compatible HTTP servers on loopback, with injected faults.
+
+llm-katan's echo backend answers "[echo] model=<served name> ... User: <last user message>", which tells
+each test which deployment answered and that the right message went through.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from integration.katan import CuttingSSEServer, KatanServer, free_port, llm_settings
+
+from ragbot.generation import build_llm
+from ragbot.generation.base import ChatMessage, LLMError, LLMStreamInterruptedError, LLMTimeoutError
+from ragbot.generation.litellm_client import LiteLLMChat
+
+pytestmark = pytest.mark.integration
+
+Katan = Callable[..., KatanServer]
+
+
+def ask(text: str) -> list[ChatMessage]:
+    return [ChatMessage(role="system", content="Be brief."), ChatMessage(role="user", content=text)]
+
+
+def test_streams_through_litellm_from_a_real_server(katan_echo: KatanServer) -> None:
+    llm = build_llm(llm_settings(katan_echo.base_url))
+    deltas = list(llm.stream(ask("Where are conversations stored?")))
+    assert len(deltas) > 1, "the answer should arrive as several streamed deltas"
+    answer = "".join(deltas)
+    assert "model=katan-echo" in answer
+    assert "User: Where are conversations stored?" in answer
+    assert llm.complete(ask("again")).endswith("User: again")
+
+
+def test_error_rate_every_call_answers_or_fails_clearly(katan_factory: Katan) -> None:
+    server = katan_factory("--error-rate", "0.3")
+    llm = build_llm(llm_settings(server.base_url, llm_max_retries=2))
+    answered, failed = 0, []
+    for i in range(20):
+        try:
+            answer = llm.complete(ask(f"question {i}"))
+        except LLMError as exc:
+            failed.append(str(exc))
+        else:
+            assert answer.endswith(f"User: question {i}")
+            answered += 1
+    # Three attempts each: a call fails only if all three draw the 30% error (2.7%).
+    assert answered >= 15, failed
+    for message in failed:
+        assert "unavailable" in message
+        assert "openai/katan-echo: 3 attempt(s)" in message
+        assert "500" in message
+
+
+def test_rate_limited_primary_hands_over_to_the_fallback(katan_factory: Katan) -> None:
+    primary = katan_factory("--rate-limit-after", "2", served_model="primary")
+    backup = katan_factory(served_model="backup")
+    settings = llm_settings(
+        primary.base_url,
+        model="openai/primary",
+        llm_fallbacks=[f"openai/backup|{backup.base_url}"],
+        llm_max_retries=1,
+    )
+    llm = build_llm(settings)
+    assert isinstance(llm, LiteLLMChat)
+    served = []
+    for i in range(4):
+        answer = llm.complete(ask(f"q{i}"))
+        assert answer.endswith(f"User: q{i}")
+        served.append((llm.last_model, "model=backup" in answer))
+    assert served == [
+        ("openai/primary", False),
+        ("openai/primary", False),
+        ("openai/backup", True),
+        ("openai/backup", True),
+    ]
+
+
+def test_rate_limit_without_fallback_is_a_clear_error(katan_factory: Katan) -> None:
+    server = katan_factory("--rate-limit-after", "1")
+    llm = build_llm(llm_settings(server.base_url, llm_max_retries=1))
+    llm.complete(ask("first"))
+    with pytest.raises(LLMError, match="RateLimitError 429") as caught:
+        llm.complete(ask("second"))
+    assert not isinstance(caught.value, LLMTimeoutError)
+
+
+def test_gateway_timeouts_are_reported_as_timeouts(katan_factory: Katan) -> None:
+    server = katan_factory("--timeout-after", "1")
+    llm = build_llm(llm_settings(server.base_url, llm_max_retries=1))
+    assert llm.complete(ask("before")).endswith("User: before")
+    with pytest.raises(LLMTimeoutError, match="timed out") as caught:
+        llm.complete(ask("after"))
+    assert "504" in str(caught.value)
+
+
+@pytest.mark.parametrize("flag", ["--latency-ms", "--ttft-ms"])
+def test_slow_first_token_fires_the_first_token_timeout(katan_factory: Katan, flag: str) -> None:
+    server = katan_factory(flag, "3000")
+    llm = build_llm(llm_settings(server.base_url, llm_first_token_timeout_s=0.5, llm_max_retries=1))
+    started = time.monotonic()
+    with pytest.raises(LLMTimeoutError, match=r"no first token within 0.5 s"):
+        llm.complete(ask("slow"))
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.5, f"two 0.5 s attempts took {elapsed:.1f} s"
+
+
+def test_total_timeout_bounds_retries_and_fallbacks(katan_factory: Katan) -> None:
+    slow = katan_factory("--latency-ms", "5000")
+    settings = llm_settings(
+        slow.base_url,
+        llm_fallbacks=[f"openai/also-slow|{slow.base_url}"],
+        llm_first_token_timeout_s=0.6,
+        llm_total_timeout_s=1.5,
+        llm_max_retries=5,
+    )
+    llm = build_llm(settings)
+    started = time.monotonic()
+    with pytest.raises(LLMTimeoutError):
+        llm.complete(ask("slow"))
+    assert time.monotonic() - started < 2.5
+
+
+def test_total_timeout_mid_stream_keeps_the_partial_answer(katan_factory: Katan) -> None:
+    server = katan_factory("--chunk-delay-ms", "100")
+    llm = build_llm(llm_settings(server.base_url, llm_total_timeout_s=1.0))
+    received: list[str] = []
+    with pytest.raises(LLMStreamInterruptedError, match="total timeout") as caught:
+        for delta in llm.stream(ask("a long question that makes a long echo")):
+            received.append(delta)
+    assert received, "some text should have arrived before the deadline"
+    assert caught.value.partial == "".join(received)
+
+
+@pytest.mark.parametrize("mode", ["reset", "eof"])
+def test_stream_cut_halfway_raises_with_the_partial_text(mode: str) -> None:
+    pieces = ["Ragbot ", "stores ", "conversations ", "in "]
+    with CuttingSSEServer(pieces, mode=mode) as server:
+        llm = build_llm(llm_settings(server.base_url, model="openai/cutter"))
+        received: list[str] = []
+        with pytest.raises(LLMStreamInterruptedError) as caught:
+            for delta in llm.stream(ask("where?")):
+                received.append(delta)
+        assert caught.value.partial == "".join(pieces) == "".join(received)
+        assert server.requests == 1, "text was already shown: no retry may restart the answer"
+
+
+def test_complete_stream_from_the_cutting_server_control_case() -> None:
+    with CuttingSSEServer(["All ", "there."], mode="complete") as server:
+        llm = build_llm(llm_settings(server.base_url, model="openai/cutter"))
+        assert llm.complete(ask("ok?")) == "All there."
+
+
+def test_overloaded_server_recovers_through_backoff(katan_factory: Katan) -> None:
+    server = katan_factory("--max-inflight", "1", "--latency-ms", "200")
+    llm = build_llm(llm_settings(server.base_url, llm_max_retries=6, llm_retry_backoff_s=0.15))
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def call(i: int) -> None:
+        try:
+            results.append(llm.complete(ask(f"parallel {i}")))
+        except LLMError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    assert sorted(r.rsplit("User: ", 1)[1] for r in results) == ["parallel 0", "parallel 1", "parallel 2"]
+
+
+def test_nothing_listening_is_a_clear_error_quickly() -> None:
+    llm = build_llm(llm_settings(f"http://127.0.0.1:{free_port()}/v1", llm_max_retries=1))
+    started = time.monotonic()
+    with pytest.raises(LLMError, match="unavailable"):
+        llm.complete(ask("anyone?"))
+    assert time.monotonic() - started < 5
