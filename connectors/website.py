@@ -286,6 +286,9 @@ class WebsiteConnector:
     def scope(self) -> str:
         return self.start_urls[0] if self.start_urls else self.sitemap or ""
 
+    def open_client(self) -> SafeHttpClient:
+        return SafeHttpClient(**self._client_options)
+
     @property
     def expected_total(self) -> int | None:
         """Documents this crawl will likely report: grows as links are discovered."""
@@ -343,6 +346,7 @@ class _Crawl:
         self.sitemap_lastmod: dict[str, datetime | None] = {}
         self.fetches = 0
         self.pending = 0
+        self.client = config.open_client()
 
     def expected_total(self) -> int:
         return len(self.reported) + len(self.frontier) + self.pending
@@ -351,12 +355,11 @@ class _Crawl:
 
     def run(self) -> None:
         try:
-            with SafeHttpClient(**self.config._client_options) as client:
-                self.client = client
-                self._crawl()
+            self._crawl()
         except BaseException as exc:  # surfaced in the consumer's thread, not lost in this one
             self.emit(exc)
         finally:
+            self.client.close()
             self.emit(None)
 
     def _crawl(self) -> None:

@@ -156,7 +156,7 @@ def explain(
         hits = runtime.retriever.retrieve(bot or runtime.settings.bot_id, question, top_k)
     finally:
         runtime.close()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "rank": i,
             "title": h.chunk.title,
@@ -174,11 +174,9 @@ def explain(
     if as_json:
         _print_json(rows)
         return
-    for row in rows:
-        typer.echo(f"{row['rank']}. {row['title']}  ({row['uri']})  score={row['score']:.4f}")
-        terms = ", ".join(
-            f"{t['term']}{'' if t['in_text'] else '*'}={t['contribution']:.3f}" for t in row["matched_terms"]
-        )
+    for h, row in zip(hits, rows, strict=True):
+        typer.echo(f"{row['rank']}. {h.chunk.title}  ({h.chunk.uri})  score={h.score:.4f}")
+        terms = ", ".join(f"{t.term}{'' if t.in_text else '*'}={t.contribution:.3f}" for t in h.matched_terms)
         typer.echo(f"   terms: {terms}")
     typer.echo("(* = expansion term absent from the passage text)")
 

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # --- API / crawling ----------------------------------------------------------
     max_message_chars: int = 4000
     max_upload_bytes: int = 25 * 1024 * 1024
+    api_path_roots: list[Path] = Field(
+        default_factory=lambda: [Path.cwd()],
+        description="Server-side folders POST /v1/sources may read; paths elsewhere are refused.",
+    )
     crawl_allow_private: bool = False
     crawl_user_agent: str = "ragbot-crawler/0.1 (+https://github.com/ragbot/ragbot)"
     crawl_max_pages: int = 500

@@ -6,7 +6,6 @@ Commands and the API share it, so the same settings pick the same engines everyw
 
 from __future__ import annotations
 
-import threading
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -23,12 +22,33 @@ if TYPE_CHECKING:
     from ragbot.retrieval.retriever import Retriever
     from ragbot.services.chat import ChatService
     from ragbot.services.ingest import IngestService
+    from ragbot.services.jobs import IngestJobs
 
 
 class Runtime:
-    def __init__(self, settings: Settings | None = None) -> None:
+    """``components`` pre-seeds any of the properties below (e.g. ``sparse_encoder=...``), so tests and
+    embedding applications can share loaded models or pass a ready index without rebuilding them."""
+
+    _COMPONENTS = frozenset(
+        {
+            "engine",
+            "session_factory",
+            "sparse_encoder",
+            "dense_encoder",
+            "index",
+            "retriever",
+            "llm",
+            "prompts",
+        }
+    )
+
+    def __init__(self, settings: Settings | None = None, **components: object) -> None:
         self.settings = settings or get_settings()
-        self._lock = threading.RLock()
+        unknown = set(components) - self._COMPONENTS
+        if unknown:
+            raise TypeError(f"unknown runtime components: {sorted(unknown)}")
+        self._owned = self._COMPONENTS - set(components)
+        self.__dict__.update(components)
 
     @cached_property
     def engine(self) -> Engine:
@@ -115,9 +135,17 @@ class Runtime:
             settings=self.settings,
         )
 
+    @cached_property
+    def jobs(self) -> IngestJobs:
+        from ragbot.services.jobs import IngestJobs
+
+        return IngestJobs(self.ingest_service, self.session_factory)
+
     def close(self) -> None:
         """Release the shard and connections; safe to call when nothing was opened."""
-        if "index" in self.__dict__:
+        if "jobs" in self.__dict__:
+            self.jobs.shutdown(wait=True)
+        if "index" in self.__dict__ and "index" in self._owned:
             self.index.close()
-        if "engine" in self.__dict__:
+        if "engine" in self.__dict__ and "engine" in self._owned:
             self.engine.dispose()

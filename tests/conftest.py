@@ -132,3 +132,21 @@ def database_url(
     """A fresh, empty database URL, once for SQLite and once for PostgreSQL."""
     with scratch_database(request.param) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def real_sparse_encoder() -> Any:
+    """The packaged SPLADE-tiny, loaded once per test session."""
+    from ragbot.config import Settings
+    from ragbot.encoders import load_sparse_encoder
+
+    return load_sparse_encoder(Settings())
+
+
+@pytest.fixture(scope="session")
+def real_dense_encoder() -> Any:
+    """The packaged all-MiniLM-L6-v2, loaded once per test session."""
+    from ragbot.config import Settings
+    from ragbot.encoders import load_dense_encoder
+
+    return load_dense_encoder(Settings())

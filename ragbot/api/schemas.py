@@ -72,7 +72,6 @@ class SourceRequest(BaseModel):
     max_depth: int | None = Field(default=None, ge=0)
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
-    allow_private: bool = False
 
 
 class JobOut(BaseModel):

@@ -1,20 +1,28 @@
-"""Length-sorted batching shared by the encoders.
+"""Tokenization and length-sorted batching shared by the encoders.
 
 Padding is wasted compute: a batch costs as much as its longest text. Tokenizing everything once, sorting
-by length and padding each batch only to its own longest member keeps the waste near zero, and results go
-back in the caller's order.
+by length and padding each batch only to its own longest member keeps the waste near zero; results go back
+in the caller's order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["PaddedBatch", "check_texts", "length_sorted_batches", "pad_batch", "tokenized_batches"]
+__all__ = [
+    "PaddedBatch",
+    "SerialTokenizer",
+    "check_texts",
+    "length_sorted_batches",
+    "pad_batch",
+    "padded_batches",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +64,41 @@ def pad_batch(
     return input_ids, attention_mask
 
 
-def tokenized_batches(
-    tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int
-) -> Iterator[PaddedBatch]:
-    """Tokenize once (truncating to ``max_length``, special tokens included), then yield sorted batches."""
-    ids: list[list[int]] = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for positions in length_sorted_batches([len(seq) for seq in ids], batch_size):
-        input_ids, attention_mask = pad_batch([ids[p] for p in positions], pad_id)
-        yield PaddedBatch(positions=positions, input_ids=input_ids, attention_mask=attention_mask)
+def padded_batches(token_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int) -> list[PaddedBatch]:
+    batches = []
+    for positions in length_sorted_batches([len(ids) for ids in token_ids], batch_size):
+        input_ids, attention_mask = pad_batch([token_ids[p] for p in positions], pad_id)
+        batches.append(PaddedBatch(positions=positions, input_ids=input_ids, attention_mask=attention_mask))
+    return batches
+
+
+class SerialTokenizer:
+    """A Hugging Face tokenizer whose calls never overlap.
+
+    The fast tokenizer keeps truncation settings as state that every call rewrites, so a ``count_tokens``
+    (no truncation) racing a truncated batch encode on another thread, say a chat query during an ingest,
+    can return a truncated count or an over-long sequence. A lock costs nothing next to the model.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._lock = threading.Lock()
+        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def token_ids(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
+        """Ids with special tokens, truncated to ``max_length``."""
+        if not texts:
+            return []  # tokenizers reject an empty batch
+        with self._lock:
+            encoded = self._tokenizer(list(texts), truncation=True, max_length=max_length)
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def count(self, text: str) -> int:
+        """Tokens without special tokens and without truncation."""
+        with self._lock:
+            return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def terms(self, vocab_size: int) -> list[str]:
+        with self._lock:
+            tokens = self._tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+        return [str(token) for token in tokens]

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from ragbot.encoders.batching import check_texts, tokenized_batches
+from ragbot.encoders.batching import SerialTokenizer, check_texts, padded_batches
 from ragbot.encoders.packaged import resolve_model_path
 
 __all__ = ["Pooling", "TransformerDenseEncoder", "cls_pool", "mean_pool"]
@@ -89,7 +89,7 @@ class TransformerDenseEncoder:
         path = resolve_model_path(model)
         self.pooling: Pooling = pooling or sentence_transformers_pooling(path) or "mean"
         self._device = torch.device(device)
-        self._tokenizer = AutoTokenizer.from_pretrained(path)
+        self._tokenizer = SerialTokenizer(AutoTokenizer.from_pretrained(path))
         self._model = AutoModel.from_pretrained(path, dtype=torch.float32).to(self._device).eval()
         self._dim = int(self._model.config.hidden_size)
 
@@ -106,13 +106,14 @@ class TransformerDenseEncoder:
         return self._encode([self.query_prefix + text])[0]
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        return self._tokenizer.count(text)
 
     def _encode(self, texts: list[str]) -> list[tuple[float, ...]]:
         vectors: list[tuple[float, ...]] = [()] * len(texts)
         pool = _POOLERS[self.pooling]
+        token_ids = self._tokenizer.token_ids(texts, self.max_length)
         with torch.inference_mode():
-            for batch in tokenized_batches(self._tokenizer, texts, self.max_length, self.batch_size):
+            for batch in padded_batches(token_ids, self._tokenizer.pad_id, self.batch_size):
                 input_ids = torch.from_numpy(batch.input_ids).to(self._device)
                 mask = torch.from_numpy(batch.attention_mask).to(self._device)
                 pooled = pool(self._model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask)

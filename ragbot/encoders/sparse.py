@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ragbot.encoders.batching import check_texts, pad_batch, tokenized_batches
+from ragbot.encoders.batching import SerialTokenizer, check_texts, pad_batch, padded_batches
 from ragbot.encoders.packaged import resolve_model_path
 from ragbot.encoders.splade_head import SpladeHead
 from ragbot.types import SparseVector
@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 #: Largest difference allowed between the fast path and full logits on the load-time probe.
 _PROBE_TOLERANCE = 1e-4
+_NO_TERMS = SparseVector(indices=(), values=())
 _PROBE_TEXTS = (
     "Learned sparse retrieval expands a passage with related vocabulary terms.",
     "SPLADE",
@@ -47,11 +48,18 @@ class SpladeEncoder:
     """``SparseEncoder`` backed by ``AutoModelForMaskedLM`` with SPLADE max pooling.
 
     Queries and documents share the model (SPLADE-tiny has one); they are separate calls so a model with a
-    distinct query encoder can slot in without touching callers.
+    distinct query encoder can slot in without touching callers. ``fast_head=False`` keeps the full-logits
+    computation (the reference the fast head is tested against).
     """
 
     def __init__(
-        self, model: str, *, max_length: int = 256, batch_size: int = 32, device: str = "cpu"
+        self,
+        model: str,
+        *,
+        max_length: int = 256,
+        batch_size: int = 32,
+        device: str = "cpu",
+        fast_head: bool = True,
     ) -> None:
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -64,13 +72,13 @@ class SpladeEncoder:
         self.batch_size = batch_size
         self._device = torch.device(device)
         path = resolve_model_path(model)
-        self._tokenizer = AutoTokenizer.from_pretrained(path)
+        self._tokenizer = SerialTokenizer(AutoTokenizer.from_pretrained(path))
         mlm = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.float32)
         self._model = mlm.to(self._device).eval()
         output_layer = self._model.get_output_embeddings()
         vocab_size = int(output_layer.weight.shape[0])
-        self._vocab = [str(term) for term in self._tokenizer.convert_ids_to_tokens(list(range(vocab_size)))]
-        self._head = self._install_fast_head(output_layer)
+        self._vocab = self._tokenizer.terms(vocab_size)
+        self._head = self._install_fast_head(output_layer) if fast_head else None
 
     @property
     def vocab_size(self) -> int:
@@ -94,17 +102,18 @@ class SpladeEncoder:
         return self._vocab[index]
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        return self._tokenizer.count(text)
 
     def _encode(self, texts: list[str]) -> list[SparseVector]:
-        vectors: list[SparseVector | None] = [None] * len(texts)
+        vectors = [_NO_TERMS] * len(texts)
+        token_ids = self._tokenizer.token_ids(texts, self.max_length)
         with torch.inference_mode():
-            for batch in tokenized_batches(self._tokenizer, texts, self.max_length, self.batch_size):
+            for batch in padded_batches(token_ids, self._tokenizer.pad_id, self.batch_size):
                 input_ids = torch.from_numpy(batch.input_ids).to(self._device)
                 mask = torch.from_numpy(batch.attention_mask).to(self._device)
                 for position, vector in zip(batch.positions, self._pool(input_ids, mask), strict=True):
                     vectors[position] = vector
-        return [v for v in vectors if v is not None]
+        return vectors
 
     def _pool(self, input_ids: torch.Tensor, mask: torch.Tensor) -> list[SparseVector]:
         output = self._model(input_ids=input_ids, attention_mask=mask).logits
@@ -123,9 +132,10 @@ class SpladeEncoder:
             )
             return None
         name = next(n for n, module in self._model.named_modules() if module is output_layer)
-        ids = self._tokenizer(list(_PROBE_TEXTS), truncation=True, max_length=self.max_length)["input_ids"]
-        pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else 0
-        input_ids, mask = (torch.from_numpy(a).to(self._device) for a in pad_batch(ids, pad_id))
+        ids = self._tokenizer.token_ids(_PROBE_TEXTS, self.max_length)
+        input_ids, mask = (
+            torch.from_numpy(a).to(self._device) for a in pad_batch(ids, self._tokenizer.pad_id)
+        )
         head = SpladeHead(output_layer.weight, output_layer.bias)
         with torch.inference_mode():
             expected = splade_max_pool(self._model(input_ids=input_ids, attention_mask=mask).logits, mask)

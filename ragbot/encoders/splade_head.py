@@ -24,23 +24,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-__all__ = ["BF16_UNIT_ROUNDOFF", "SpladeHead", "pairwise_max"]
+__all__ = ["BF16_UNIT_ROUNDOFF", "SpladeHead"]
 
 #: Relative rounding error of round-to-nearest into bfloat16 (8 significant bits).
 BF16_UNIT_ROUNDOFF = 2.0**-8
 _SLACK = 4.0 * BF16_UNIT_ROUNDOFF
-
-
-def pairwise_max(scores: torch.Tensor) -> torch.Tensor:
-    """``scores.amax(dim=1)`` by halving: torch's bf16 reduction over a middle dim runs ~2x slower than
-    elementwise ``maximum``, which vectorizes, and the halves stay in cache."""
-    while scores.shape[1] > 1:
-        half = scores.shape[1] // 2
-        folded = torch.maximum(scores[:, :half], scores[:, half : 2 * half])
-        if scores.shape[1] % 2:
-            folded[:, 0] = torch.maximum(folded[:, 0], scores[:, -1])
-        scores = folded
-    return scores[:, 0]
 
 
 class SpladeHead:
@@ -103,13 +91,15 @@ class SpladeHead:
         first_real = mask.to(torch.int8).argmax(dim=1)
         filler = hidden[torch.arange(texts, device=hidden.device), first_real]
         filled = torch.where(mask.unsqueeze(-1), hidden, filler.unsqueeze(1))
-        flat = filled.to(torch.bfloat16).reshape(texts * length, width)
+        # Position-major rows make the max over tokens a reduction over the outermost dim of each block:
+        # one vectorized pass, where a reduction over a middle dim of bf16 runs ~2x slower.
+        flat = filled.transpose(0, 1).to(torch.bfloat16).reshape(length * texts, width)
         block = max(256, self.block_elements // (texts * length))
         maxes = torch.empty(texts, self.vocab_size, dtype=torch.bfloat16, device=hidden.device)
         for start in range(0, self.vocab_size, block):
             stop = min(start + block, self.vocab_size)
             scores = F.linear(flat, self._weight_bf16[start:stop])
-            maxes[:, start:stop] = pairwise_max(scores.view(texts, length, stop - start))
+            maxes[:, start:stop] = scores.view(length, texts, stop - start).amax(dim=0)
         norms = torch.linalg.vector_norm(filled, dim=-1).amax(dim=1)
         upper: torch.Tensor = (
             maxes.to(torch.float32) + self.bias + _SLACK * norms[:, None] * self._weight_norms[None, :]

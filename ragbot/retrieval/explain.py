@@ -29,18 +29,25 @@ def matched_terms(
     term_of: Callable[[int], str],
     text: str,
     limit: int = 8,
+    min_share: float = 0.02,
 ) -> tuple[MatchedTerm, ...]:
-    """The ``limit`` largest per-term contributions to ``query . doc``, largest first."""
+    """The ``limit`` largest per-term contributions to ``query . doc``, largest first.
+
+    Terms giving less than ``min_share`` of the score are left out: SPLADE spreads small weights over
+    loosely related terms (on MS MARCO, "illinois" under a query about hypertrophy), which explain nothing.
+    """
     if limit <= 0:
         return ()
     doc_weights = doc.as_dict()
     shared = [
-        (term_of(index), q_w * doc_weights[index])
+        (index, q_w * doc_weights[index])
         for index, q_w in zip(query.indices, query.values, strict=True)
         if index in doc_weights and q_w * doc_weights[index] > 0
     ]
-    shared.sort(key=lambda tc: (-tc[1], tc[0]))
-    top = shared[:limit]
+    floor = min_share * sum(c for _, c in shared)
+    named = [(term_of(index), c) for index, c in shared if c >= floor]
+    named.sort(key=lambda tc: (-tc[1], tc[0]))
+    top = named[:limit]
     if not top:
         return ()
     presence = TermPresence(text, (term_of(i) for i in doc.indices))

@@ -126,25 +126,16 @@ class IngestService:
             for uri, row in run.rows.items()
         }
         started = time.monotonic()
-        for result in connector.fetch(known):
-            uri = self._handle(run, result)
-            run.done += 1
-            if run.pending_chunks >= self._batch_size:
-                self._flush(run)
-            if progress is not None:
-                elapsed = time.monotonic() - started
-                total = connector.expected_total if isinstance(connector, EstimatesTotal) else None
-                progress(
-                    ProgressEvent(
-                        done=run.done,
-                        total=max(total, run.done) if total is not None else None,
-                        elapsed_s=elapsed,
-                        pages_per_s=run.done / elapsed if elapsed > 0 else 0.0,
-                        report=run.report,
-                        uri=uri,
-                    )
-                )
-        self._flush(run)
+        try:
+            for result in connector.fetch(known):
+                uri = self._handle(run, result)
+                run.done += 1
+                if run.pending_chunks >= self._batch_size:
+                    self._flush(run)
+                if progress is not None:
+                    progress(self._progress(run, connector, started, uri))
+        finally:
+            self._flush(run)  # keep what was fetched even if the connector dies half-way
         with self._sessions() as session:
             source = session.get(Source, run.source_pk)
             if source is not None:
@@ -152,6 +143,18 @@ class IngestService:
                 session.commit()
         logger.info("ingest of %s for bot %s: %s", connector.scope, bot_id, run.report.as_dict())
         return run.report
+
+    def _progress(self, run: _Run, connector: Connector, started: float, uri: str) -> ProgressEvent:
+        elapsed = time.monotonic() - started
+        total = connector.expected_total if isinstance(connector, EstimatesTotal) else None
+        return ProgressEvent(
+            done=run.done,
+            total=max(total, run.done) if total is not None else None,
+            elapsed_s=elapsed,
+            pages_per_s=run.done / elapsed if elapsed > 0 else 0.0,
+            report=run.report,
+            uri=uri,
+        )
 
     # --- bookkeeping ---------------------------------------------------------------------------------
 

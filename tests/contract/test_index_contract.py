@@ -5,6 +5,7 @@ are computed by hand, and the whole suite runs in seconds."""
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -337,3 +338,38 @@ def test_a_closed_index_refuses_calls(index: VectorIndex) -> None:
 
 def _fields(chunk: Chunk) -> dict[str, object]:
     return {name: getattr(chunk, name) for name in Chunk.__dataclass_fields__}
+
+
+# --- Edge only: the embedded shard serves a threaded API server in-process ---------------------------
+
+
+def test_edge_serves_concurrent_queries_while_writing(tmp_path: Path) -> None:
+    index = EdgeIndex(tmp_path, "threads")
+    index.upsert([DOC1, DOC2, DOC3])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def query() -> None:
+        while not stop.is_set():
+            try:
+                assert index.hybrid_search(A, QUERY_SPARSE, QUERY_DENSE, 3, 10)[0].chunk.bot_id == A
+                assert index.search_dense(B, QUERY_DENSE, 3) == []
+            except BaseException as exc:  # reported below: a thread cannot fail the test itself
+                errors.append(exc)
+                return
+
+    readers = [threading.Thread(target=query) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        for n in range(20):
+            index.upsert(
+                [item(A, f"bulk{n}", i, {10 + i: 1.0}, (0.0, 0.0, 1.0, float(i))) for i in range(25)]
+            )
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert errors == []
+    assert index.count(A) == 3 + 20 * 25
+    index.close()  # waits for the background optimiser

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # a proxy env var must not reroute
 
 
 def free_port() -> int:
@@ -61,7 +62,8 @@ class KatanServer:
     def base_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}/v1"
 
-    def start(self, timeout_s: float = 30.0) -> KatanServer:
+    def launch(self) -> KatanServer:
+        """Start the process without waiting (several servers then boot side by side)."""
         command = [
             katan_executable(),
             "--model", "echo",
@@ -78,27 +80,31 @@ class KatanServer:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         self._proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         log_file.close()
+        return self
+
+    def wait_ready(self, timeout_s: float = 60.0) -> KatanServer:
+        assert self._proc is not None, "launch() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"llm-katan exited early: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"http://{LOOPBACK}:{self.port}/health", timeout=1) as r:
+                with _NO_PROXY.open(f"http://{LOOPBACK}:{self.port}/health", timeout=1) as r:
                     if r.status == 200:
                         return self
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"llm-katan did not answer /health within {timeout_s} s: {self.log_tail()}")
 
+    def start(self, timeout_s: float = 60.0) -> KatanServer:
+        return self.launch().wait_ready(timeout_s)
+
     def stop(self) -> None:
+        # A test server holds no state worth a graceful shutdown (which would wait for slow requests).
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
+            self._proc.kill()
+            self._proc.wait(timeout=10)
         self._proc = None
 
     def log_tail(self, chars: int = 2000) -> str:
@@ -172,7 +178,7 @@ class CuttingSSEServer:
                     time.sleep(server.piece_delay_s)
                 if server.mode == "reset":
                     # Half a chunk, then the socket goes away: the body can never complete.
-                    self.wfile.write(b"40\r\ndata: {\"trunc")
+                    self.wfile.write(b'40\r\ndata: {"trunc')
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
@@ -195,9 +201,21 @@ class CuttingSSEServer:
 
 
 @contextmanager
-def katan(*flags: str, log_dir: Path, served_model: str = "katan-echo") -> Iterator[KatanServer]:
-    with KatanServer(*flags, served_model=served_model, log_dir=log_dir) as server:
-        yield server
+def katan_fleet(specs: dict[str, tuple[str, ...]], *, log_dir: Path) -> Iterator[dict[str, KatanServer]]:
+    """Several servers booted side by side: ``{"primary": ("--rate-limit-after", "2"), ...}``.
+
+    Each is served under its key as model name, so an echoed answer says which server produced it.
+    """
+    servers = {name: KatanServer(*flags, served_model=name, log_dir=log_dir) for name, flags in specs.items()}
+    try:
+        for server in servers.values():
+            server.launch()
+        for server in servers.values():
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 def llm_settings(base_url: str, *, model: str = "openai/katan-echo", **overrides: Any) -> Any:

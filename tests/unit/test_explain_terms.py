@@ -75,3 +75,10 @@ def test_the_documents_own_pieces_are_used_for_split_words() -> None:
 
 def test_fold() -> None:
     assert fold("Ünïcode CAFÉ") == "unicode cafe"
+
+
+def test_terms_with_a_negligible_share_of_the_score_are_left_out() -> None:
+    query = sv({1: 1.0, 2: 1.0, 3: 1.0})
+    doc = sv({1: 5.0, 2: 0.05, 3: 0.2})  # total 5.25: "policy" gives 1 %, "money" 3.8 %
+    assert [t.term for t in matched_terms(query, doc, term_of, "refund")] == ["refund", "money"]
+    assert len(matched_terms(query, doc, term_of, "refund", min_share=0.0)) == 3

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.unit
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
 
-def _random_case(rng: random.Random, n_queries: int) -> tuple[dict[str, dict[str, int]], dict[str, list[str]]]:
+def _random_case(
+    rng: random.Random, n_queries: int
+) -> tuple[dict[str, dict[str, int]], dict[str, list[str]]]:
     qrels: dict[str, dict[str, int]] = {}
     runs: dict[str, list[str]] = {}
     docs = [f"d{i}" for i in range(300)]
@@ -33,7 +35,9 @@ def _trec(
     scored = {qid: {d: float(len(r) - i) for i, d in enumerate(r)} for qid, r in runs.items()}
     top10 = {qid: {d: s for d, s in run.items() if s > len(runs[qid]) - 10} for qid, run in scored.items()}
     # trec_eval's nDCG gain is the qrels value, so exponential gains are checked through remapped qrels.
-    gains = {q: {d: (2**g - 1 if exponential and g > 0 else g) for d, g in j.items()} for q, j in qrels.items()}
+    gains = {
+        q: {d: (2**g - 1 if exponential and g > 0 else g) for d, g in j.items()} for q, j in qrels.items()
+    }
     full = pytrec_eval.RelevanceEvaluator(gains, {"ndcg_cut.10", "recall.100"}).evaluate(scored)
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
     return {qid: {**full.get(qid, {}), **rr.get(qid, {})} for qid in qrels}
@@ -63,5 +67,7 @@ def test_mean_counts_missing_and_empty_runs_as_zero() -> None:
 def test_graded_gains_linear_and_exponential() -> None:
     judged = {"hi": 3, "lo": 1}
     log3 = 1.584962500721156
-    assert ndcg_at(["lo", "hi"], judged, 10, exponential=False) == pytest.approx((1 + 3 / log3) / (3 + 1 / log3))
+    assert ndcg_at(["lo", "hi"], judged, 10, exponential=False) == pytest.approx(
+        (1 + 3 / log3) / (3 + 1 / log3)
+    )
     assert ndcg_at(["lo", "hi"], judged, 10) == pytest.approx((1 + 7 / log3) / (7 + 1 / log3))
