@@ -27,7 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from ragbot.evaluation.beir import BeirDataset, load_beir  # noqa: E402
-from ragbot.evaluation.metrics import mean_metrics  # noqa: E402
+from ragbot.evaluation.metrics import mean_metrics, ndcg_at  # noqa: E402
 from ragbot.retrieval import fusion  # noqa: E402
 
 Ranked = list[tuple[str, float]]
@@ -211,6 +211,7 @@ class QueryView:
     query_sparse: sp.csr_matrix
     doc_rows: Callable[[Sequence[str]], list[int]]
     scores: Scores
+    qi: int
 
 
 Rule = Callable[[QueryView], Sequence[tuple[str, float]]]
@@ -240,6 +241,7 @@ def views(scores: Scores, prefetch: int) -> list[QueryView]:
                 query_sparse=scores.query_sparse[qi],
                 doc_rows=lambda ids: [index[d] for d in ids],
                 scores=scores,
+                qi=qi,
             )
         )
     return out
@@ -317,3 +319,133 @@ def rule_union_exact(kind: str) -> Rule:
         return fusion.sort_scores({d: a[d] + b[d] for d in union})
 
     return run
+
+
+def rule_product(name: str) -> Rule:
+    """The product's own pure function, fed exactly what the retriever feeds it."""
+
+    def run(v: QueryView) -> Sequence[tuple[str, float]]:
+        sparse_ids, dense_ids = {d for d, _ in v.sparse}, {d for d, _ in v.dense}
+        return fusion.fuse(
+            name,
+            v.sparse,
+            v.dense,
+            sparse_exact=v.exact_sparse(sorted(dense_ids - sparse_ids)),
+            dense_exact=v.exact_dense(sorted(sparse_ids - dense_ids)),
+        )
+
+    return run
+
+
+def rule_three_z(bm25_weight: float) -> Rule:
+    """BM25 as a third z-scored signal over the three lists' union (exact scores everywhere)."""
+
+    def run(v: QueryView) -> Ranked:
+        union = sorted({d for r in (v.sparse, v.dense, v.bm25) for d, _ in r})
+        rows = v.doc_rows(union)
+        bm = v.scores.bm25[v.qi]
+        es, ed = v.exact_sparse(union), v.exact_dense(union)
+        eb = {d: float(bm[r]) for d, r in zip(union, rows, strict=True)}
+        parts = [
+            (_zs(es, [x for _, x in v.sparse]), 1.0),
+            (_zs(ed, [x for _, x in v.dense]), 1.0),
+            (_zs(eb, [x for _, x in v.bm25]), bm25_weight),
+        ]
+        return fusion.sort_scores({d: sum(w * p[d] for p, w in parts) for d in union})
+
+    return run
+
+
+def rule_consensus_prf(k: int, beta: float) -> Rule:
+    """Dense Rocchio feedback from documents both retrievers put in their top ``k``, then z-union again."""
+
+    def run(v: QueryView) -> Sequence[tuple[str, float]]:
+        base = rule_product("zscore")(v)
+        top_s, top_d = {d for d, _ in v.sparse[:k]}, {d for d, _ in v.dense[:k]}
+        feedback = [d for d, _ in base[:10] if d in top_s and d in top_d]
+        if not feedback:
+            return base
+        vecs = v.scores.doc_dense[v.doc_rows(feedback)]
+        q = v.query_dense + beta * vecs.mean(0)
+        union = [d for d, _ in base]
+        new_dense = dict(zip(union, (v.scores.doc_dense[v.doc_rows(union)] @ q).tolist(), strict=True))
+        ref = v.scores.doc_dense @ q
+        ref_top = [float(x) for x in np.sort(ref)[::-1][: len(v.dense)]]
+        a = _zs(v.exact_sparse(union), [x for _, x in v.sparse])
+        b = _zs(new_dense, ref_top)
+        return fusion.sort_scores({d: a[d] + b[d] for d in union})
+
+    return run
+
+
+PRODUCT_RULE = "zscore (exact union) = product"
+RULES: dict[str, Rule] = {
+    "bm25": rule_single("bm25"),
+    "sparse": rule_single("sparse"),
+    "dense": rule_single("dense"),
+    "rrf k=60": rule_rrf(60),
+    "rrf k=2": rule_rrf(2),
+    "rrf k=60 +bm25": rule_rrf(60, three=True),
+    "minmax (lists)": rule_list_norm("minmax"),
+    "zscore (lists)": rule_list_norm("zscore"),
+    "dbsf (lists)": rule_list_norm("dbsf"),
+    "minmax (exact union)": rule_union_exact("minmax"),
+    "zscore (exact union) = product": rule_product("zscore"),
+    "zscore +bm25 (w=1)": rule_three_z(1.0),
+    "zscore +bm25 (w=0.5)": rule_three_z(0.5),
+    "zscore +consensus PRF": rule_consensus_prf(10, 0.5),
+}
+
+
+def per_query_ndcg(rule: Rule, qviews: list[QueryView], scores: Scores, qrels: dict[str, dict[str, int]]) -> np.ndarray:
+    return np.array(
+        [ndcg_at(_ranked_ids(rule(v))[:10], qrels[q], 10) for q, v in zip(scores.query_ids, qviews, strict=True)]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("datasets", nargs="+", type=Path)
+    parser.add_argument("--prefetch", type=int, default=50, help="candidates per retriever (Settings.prefetch_k)")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/ragbot-fusion-cache"))
+    parser.add_argument("--max-length", type=int, default=256)
+    args = parser.parse_args()
+    encoders: list[_Encoders] = []
+
+    def enc() -> _Encoders:
+        if not encoders:
+            encoders.append(_Encoders(args.max_length, 32))
+        return encoders[0]
+
+    per: dict[str, dict[str, np.ndarray]] = {}
+    for folder in args.datasets:
+        ds = load_beir(folder)
+        scores = encode_dataset(ds, args.cache, enc, args.max_length)
+        qviews = views(scores, args.prefetch)
+        per[ds.name] = {name: per_query_ndcg(rule, qviews, scores, ds.qrels) for name, rule in RULES.items()}
+        print(f"  {ds.name}: {len(ds.corpus)} docs, {len(ds.queries)} queries", file=sys.stderr)
+    names = list(per)
+    rng = np.random.default_rng(0)
+    print(f"nDCG@10 (exponential gains), prefetch {args.prefetch} per retriever\n")
+    print("| rule | " + " | ".join(names) + " | worst margin | mean margin | queries won/lost vs best single |")
+    print("|---" * (len(names) + 4) + "|")
+    for rule in RULES:
+        margins, wins, losses = [], 0, 0
+        for n in names:
+            best = max(("sparse", "dense"), key=lambda r: float(per[n][r].mean()))  # noqa: B023
+            diff = per[n][rule] - per[n][best]
+            margins.append(float(diff.mean()))
+            wins, losses = wins + int((diff > 1e-9).sum()), losses + int((diff < -1e-9).sum())
+        cells = " | ".join(f"{per[n][rule].mean():.3f}" for n in names)
+        print(f"| {rule} | {cells} | {min(margins):+.3f} | {np.mean(margins):+.3f} | {wins}/{losses} |")
+    print("\n95% bootstrap interval of (rule - best single) per dataset, for the product rule:")
+    for n in names:
+        best = max(("sparse", "dense"), key=lambda r: float(per[n][r].mean()))
+        diff = per[n][PRODUCT_RULE] - per[n][best]
+        boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
+        lo, hi = np.percentile(boots, [2.5, 97.5])
+        print(f"  {n}: {diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] ({len(diff)} queries, best single: {best})")
+
+
+if __name__ == "__main__":
+    main()

@@ -498,9 +498,7 @@ class _Crawl:
                 parts = urlsplit(url)
                 guessed.append(urlunsplit((parts.scheme, parts.netloc, "/sitemap.xml", "", "")))
         todo = deque([(normalize_url(u), True) for u in dict.fromkeys(declared)])
-        todo.extend(
-            (normalize_url(u), False) for u in dict.fromkeys(guessed) if normalize_url(u) not in declared
-        )
+        todo.extend((normalize_url(u), False) for u in dict.fromkeys(guessed))
         done: set[str] = set()
         while todo and len(done) < _MAX_SITEMAPS and not self.stop.is_set():
             url, must_exist = todo.popleft()
@@ -556,7 +554,7 @@ class _Crawl:
             )
         except RedirectNotFollowedError as exc:
             if normalize_url(exc.location) in self.seen:  # reached (or queued) under its own URL
-                if known is not None and normalize_url(exc.location) != known.uri:
+                if known is not None and normalize_url(exc.location) != normalize_url(known.uri):
                     outcome.results.append(Gone(known.uri, f"redirects to {exc.location}"))
                 return
             self._skip(task, exc, outcome)

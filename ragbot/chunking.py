@@ -1,11 +1,12 @@
 """Documents -> chunks: structure-aware, bounded by the encoders' real token count, exact offsets.
 
 A chunk never crosses a section (heading path) or a page, so a citation can name both; transcript cues of
-one section are packed together and the chunk keeps the time span of its cues. Inside a section the text
-is cut into sentence-sized units (oversized sentences into words, pathological words into characters),
-then packed greedily up to ``max_tokens`` as measured by the caller's counter, cutting at the strongest
-break (cue or paragraph before line before sentence) in the back half of a full chunk. Every chunk is
-re-counted as a whole before it is emitted, so nothing an encoder sees is ever silently truncated.
+one section are packed together and the chunk keeps the time span of its cues. A section that fits in
+``max_tokens`` (as measured by the caller's counter) is one chunk. A longer one is cut into sentence-sized
+units (oversized sentences into words, pathological words into characters), packed greedily, cutting at
+the strongest break (cue or paragraph before line before sentence) in the back half of a full chunk, with
+up to ``overlap_tokens`` carried into the next. Every chunk is measured as a whole before it is emitted,
+so nothing an encoder sees is ever silently truncated.
 
 langchain-text-splitters' recursive splitter follows the same idea, but it measures length per piece
 plus an estimated separator and recovers offsets with ``str.find``; chunk bounds and offsets here must be
@@ -92,16 +93,9 @@ def chunk_document(
     source_id = document_id(bot_id, doc.uri)
     chunks: list[Chunk] = []
     for group in _groups(doc.segments):
-        units: list[_Unit] = []
-        for i in group:
-            seg_start = starts[i]
-            units.extend(
-                _units(text, seg_start, seg_start + len(doc.segments[i].text), i, count_tokens, max_tokens)
-            )
-        first = doc.segments[group[0]]
-        for lo, hi in _pack(units, text, count_tokens, max_tokens, overlap_tokens):
-            start, end = units[lo].start, units[hi - 1].end
-            covered = [doc.segments[i] for i in sorted({u.segment for u in units[lo:hi]})]
+        for start, end, covered in _group_chunks(
+            doc, group, starts, count_tokens, max_tokens, overlap_tokens
+        ):
             chunk_text = text[start:end]
             index = len(chunks)
             chunks.append(
@@ -113,8 +107,8 @@ def chunk_document(
                     title=doc.title,
                     text=chunk_text,
                     chunk_index=index,
-                    heading_path=first.heading_path,
-                    page=first.page,
+                    heading_path=covered[0].heading_path,
+                    page=covered[0].page,
                     start_s=min((s.start_s for s in covered if s.start_s is not None), default=None),
                     end_s=max((s.end_s for s in covered if s.end_s is not None), default=None),
                     char_start=start,
@@ -122,6 +116,40 @@ def chunk_document(
                 )
             )
     return chunks
+
+
+def _group_chunks(
+    doc: SourceDocument,
+    group: Sequence[int],
+    starts: Sequence[int],
+    count: TokenCounter,
+    max_tokens: int,
+    overlap_tokens: int,
+) -> list[tuple[int, int, list[Segment]]]:
+    """(start, end, segments covered) of each chunk of one section; a section that fits is one chunk.
+
+    Measuring the whole section first is one tokenizer call for the common case; only sections that
+    must be split pay for sentence-level units.
+    """
+    text = doc.text
+    first, last = group[0], group[-1]
+    start, end = starts[first], starts[last] + len(doc.segments[last].text)
+    span = text[start:end]
+    stripped = span.strip()
+    if not stripped:
+        return []
+    start += len(span) - len(span.lstrip())
+    end = start + len(stripped)
+    if count(stripped) <= max_tokens:
+        return [(start, end, [doc.segments[i] for i in group if doc.segments[i].text.strip()])]
+    units: list[_Unit] = []
+    for i in group:
+        units.extend(_units(text, starts[i], starts[i] + len(doc.segments[i].text), i, count, max_tokens))
+    spans = []
+    for lo, hi in _pack(units, text, count, max_tokens, overlap_tokens):
+        covered = [doc.segments[i] for i in sorted({u.segment for u in units[lo:hi]})]
+        spans.append((units[lo].start, units[hi - 1].end, covered))
+    return spans
 
 
 def _segment_offsets(segments: Sequence[Segment]) -> list[int]:

@@ -38,7 +38,11 @@ class EvaluationError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class BeirConnector:
-    """Yields one ``SourceDocument`` per corpus row; the title leads the text, as BEIR baselines encode it."""
+    """Yields one ``SourceDocument`` per corpus row; the title leads the text, as BEIR baselines encode it.
+
+    Rows with neither title nor text are skipped: they cannot be retrieved by any mode, and the ingest
+    service would otherwise report them as failures, which abort an evaluation.
+    """
 
     dataset: BeirDataset
     kind: str = "beir"
@@ -49,7 +53,7 @@ class BeirConnector:
 
     @property
     def expected_total(self) -> int | None:
-        return len(self.dataset.corpus)
+        return sum(1 for doc in self.dataset.corpus if (doc.title + doc.text).strip())
 
     def uri(self, doc: CorpusDoc) -> str:
         return f"{self.scope}/{doc.id}"
@@ -57,6 +61,8 @@ class BeirConnector:
     def fetch(self, known: Mapping[str, KnownDocument]) -> Iterator[FetchResult]:
         for doc in self.dataset.corpus:
             text = f"{doc.title}\n{doc.text}" if doc.title else doc.text
+            if not text.strip():
+                continue
             yield Fetched(SourceDocument(uri=self.uri(doc), title=doc.title, segments=(Segment(text=text),)))
 
 
@@ -94,7 +100,6 @@ def _product_runs(
 
     with tempfile.TemporaryDirectory(prefix="ragbot-eval-") as tmp:
         # A private data_dir gives a fresh embedded shard and SQLite file; the user's index is never touched.
-        # Hits are chunks, so the depth is in chunks; the prefetch must reach it for recall@100 to mean much.
         connector = BeirConnector(dataset)
         runtime = Runtime(
             settings.model_copy(update={"data_dir": Path(tmp), "database_url": None, "qdrant_url": None})
@@ -113,11 +118,9 @@ def _product_runs(
                 report.chunks,
                 time.monotonic() - started,
             )
+            # Hits are chunks: ask for enough of them to fill the top 100 documents. Hybrid keeps the
+            # configured prefetch, so its figures are the ones the product serves.
             depth = RECALL_AT * max(1, math.ceil(report.chunks / len(dataset.corpus)))
-            # Set before the retriever is first built, so its prefetch reaches the evaluation depth.
-            runtime.settings = runtime.settings.model_copy(
-                update={"prefetch_k": max(runtime.settings.prefetch_k, depth)}
-            )
             doc_of = {connector.uri(doc): doc.id for doc in dataset.corpus}
             retriever = runtime.retriever
             return {mode: _runs(retriever, dataset, mode, depth, doc_of) for mode in modes}

@@ -32,10 +32,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragbot.config import Settings
 from ragbot.generation.base import ChatMessage, LLMError, LLMStreamInterruptedError, LLMTimeoutError
+
+if TYPE_CHECKING:
+    from ragbot.generation.local_provider import RagbotLocalLLM
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +138,9 @@ class _StreamPump:
                 if text:
                     self._queue.put(("text", text))
             if _ended_without_finish_reason(stream):
-                raise _TruncatedStreamError("the stream ended without a finish reason (connection closed early)")
+                raise _TruncatedStreamError(
+                    "the stream ended without a finish reason (connection closed early)"
+                )
             self._queue.put(("end", _DONE))
         except BaseException as exc:  # handed to the consumer, which decides
             self._queue.put(("error", exc))
@@ -166,7 +171,9 @@ def _ended_without_finish_reason(stream: Any) -> bool:
     """
     if not hasattr(stream, "received_finish_reason"):
         return False
-    return stream.received_finish_reason is None and getattr(stream, "intermittent_finish_reason", None) is None
+    return (
+        stream.received_finish_reason is None and getattr(stream, "intermittent_finish_reason", None) is None
+    )
 
 
 def _close_quietly(stream: Any) -> None:
@@ -252,12 +259,11 @@ class LiteLLMChat:
         self._settings = settings
         self._chain = deployments_from_settings(settings)
         self._litellm = import_litellm()
+        self._local: RagbotLocalLLM | None = None
         if any(d.is_local for d in self._chain):
             from ragbot.generation.local_provider import register_local_provider
 
             self._local = register_local_provider(settings.cache_dir)
-        else:
-            self._local = None
         self.last_model: str | None = None  # the deployment that produced the last successful stream
 
     @property
@@ -270,10 +276,20 @@ class LiteLLMChat:
 
     def warm_up(self) -> None:
         """Load the embedded model now (server start) instead of on the first question."""
-        if self._local is not None:
-            for deployment in self._chain:
-                if deployment.is_local:
-                    self._local.model_for(deployment.model.split("/", 1)[1])
+        for deployment in self._chain:
+            if deployment.is_local:
+                self._load_local(deployment)
+
+    def _load_local(self, deployment: Deployment) -> None:
+        if self._local is None:  # pragma: no cover - set whenever the chain has a local deployment
+            raise LLMError(f"the {LOCAL_PROVIDER} provider is not registered")
+        from ragbot.encoders import apply_torch_threads
+
+        apply_torch_threads(self._settings.torch_threads)
+        try:
+            self._local.model_for(deployment.model.split("/", 1)[1])
+        except Exception as exc:  # a missing package or unreadable weights: say which model and why
+            raise LLMError(f"cannot load the local model {deployment.model}: {exc}") from exc
 
     def count_tokens(self, text: str) -> int:
         primary = self._chain[0]
@@ -297,6 +313,17 @@ class LiteLLMChat:
                 log.warning(
                     "falling back to %s after %s failed", deployment.model, self._chain[index - 1].model
                 )
+            if deployment.is_local:
+                # Loading the embedded model (seconds, or a one-off GGUF conversion) is not the model
+                # being slow to answer: it happens outside the deadlines.
+                loading = time.monotonic()
+                try:
+                    self._load_local(deployment)
+                except LLMError as exc:
+                    failures.append((deployment, 0, exc))
+                    log.error("%s", exc)
+                    continue
+                deadline += time.monotonic() - loading
             for attempt in range(settings.llm_max_retries + 1):
                 if attempt:
                     delay = self._backoff(attempt, failures[-1][2])

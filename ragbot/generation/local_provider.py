@@ -157,19 +157,30 @@ class LocalChatModel:
         temperature: float | None,
         top_p: float | None = None,
         seed: int | None = None,
+        no_repeat_ngram: int = 4,
         cancel: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Yield decoded text pieces; setting ``cancel`` (or closing the iterator) stops generation."""
+        """Yield decoded text pieces; setting ``cancel`` (or closing the iterator) stops generation.
+
+        ``no_repeat_ngram`` forbids repeating any n-gram of the answer itself: small models fall into
+        loops ("The pipeline. The pipeline. ..."). Unlike transformers' own ``repetition_penalty`` and
+        ``no_repeat_ngram_size``, it ignores the prompt, so copying words from the sources stays free.
+        """
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import (
+            LogitsProcessorList,
+            StoppingCriteria,
+            StoppingCriteriaList,
+            TextIteratorStreamer,
+        )
 
         encoded = self.encode_chat(messages)
         prompt_tokens = int(encoded["input_ids"].shape[1])
         room = self.context_window - prompt_tokens
         if room <= 0:
-            raise CustomLLMError(
-                status_code=400,
-                message=f"prompt of {prompt_tokens} tokens exceeds the {self.context_window}-token context "
+            raise _provider_error(
+                400,
+                f"prompt of {prompt_tokens} tokens exceeds the {self.context_window}-token context "
                 f"window of {self.name}",
             )
         stop = cancel or threading.Event()
@@ -187,6 +198,7 @@ class LocalChatModel:
             "eos_token_id": self.stop_token_ids,
             "pad_token_id": self.tokenizer.pad_token_id or self.stop_token_ids[0],
             "stopping_criteria": StoppingCriteriaList([_Cancelled()]),
+            "logits_processor": LogitsProcessorList([_NoRepeatInAnswer(prompt_tokens, no_repeat_ngram)]),
             "streamer": streamer,
         }
         if sample:
@@ -222,14 +234,39 @@ class LocalChatModel:
             raise failure[0]
 
 
-_LOADED: dict[tuple[str, str], LocalChatModel] = {}
+class _NoRepeatInAnswer:
+    """Logits processor: ban the token that would repeat an n-gram already generated in this answer."""
+
+    def __init__(self, prompt_tokens: int, n: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.n = n
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.n < 2:
+            return scores
+        for row in range(input_ids.shape[0]):
+            answer = input_ids[row, self.prompt_tokens :].tolist()
+            if len(answer) < self.n:
+                continue
+            prefix = answer[-(self.n - 1) :]
+            banned = {
+                answer[i + self.n - 1]
+                for i in range(len(answer) - self.n + 1)
+                if answer[i : i + self.n - 1] == prefix
+            }
+            if banned:
+                scores[row, list(banned)] = float("-inf")
+        return scores
+
+
+_LOADED: dict[str, LocalChatModel] = {}
 _LOAD_LOCK = threading.Lock()
 
 
 def load_local_model(name: str, cache_dir: Path) -> LocalChatModel:
-    """Load (once per process) the model named after ``ragbot-local/``."""
+    """Load the model named after ``ragbot-local/`` once per process (whatever the cache folder)."""
     source = resolve_local_model(name)
-    key = (str(source.path), str(cache_dir))
+    key = str(source.path)
     with _LOAD_LOCK:
         loaded = _LOADED.get(key)
         if loaded is None:
@@ -264,7 +301,7 @@ def _load(source: ModelSource, cache_dir: Path) -> LocalChatModel:
                 f"cannot load local model {source.name!r}: not a packaged model, .gguf file, model folder "
                 f"or cached Hugging Face model ({exc})"
             ) from exc
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     elapsed = time.perf_counter() - started
     log.info(
         "loaded local model %s in %.1f s (%s)", source.name, elapsed, "cache" if from_cache else "source"
@@ -332,7 +369,7 @@ class RagbotLocalLLM(CustomLLM):
         try:
             local = self.model_for(model)
         except LocalModelError as exc:
-            raise CustomLLMError(status_code=404, message=str(exc)) from exc
+            raise _provider_error(404, str(exc)) from exc
         return local.stream(
             [{"role": str(m["role"]), "content": _text_of(m.get("content"))} for m in messages],
             max_new_tokens=int(
@@ -377,7 +414,9 @@ class RagbotLocalLLM(CustomLLM):
     async def acompletion(self, *args: Any, **kwargs: Any) -> ModelResponse:
         return await asyncio.to_thread(self.completion, *args, **kwargs)
 
-    async def astreaming(self, *args: Any, **kwargs: Any) -> AsyncIterator[GenericStreamingChunk]:
+    async def astreaming(  # type: ignore[override]  # LiteLLM iterates it as an async generator
+        self, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[GenericStreamingChunk]:
         iterator = self.streaming(*args, **kwargs)
         sentinel: Any = object()
         while True:
@@ -385,6 +424,11 @@ class RagbotLocalLLM(CustomLLM):
             if chunk is sentinel:
                 return
             yield chunk
+
+
+def _provider_error(status: int, message: str) -> Exception:
+    """LiteLLM maps a ``CustomLLMError``'s status code to its exception classes (404: not found...)."""
+    return CustomLLMError(status_code=status, message=message)  # type: ignore[no-untyped-call]
 
 
 def _chunk(text: str, *, finished: bool = False) -> GenericStreamingChunk:
@@ -416,14 +460,17 @@ def register_local_provider(cache_dir: Path) -> RagbotLocalLLM:
     with _REGISTER_LOCK:
         for entry in litellm.custom_provider_map:
             handler = entry.get("custom_handler")
-            if entry.get("provider") == PROVIDER and isinstance(handler, RagbotLocalLLM):
-                if handler.cache_dir == cache_dir:
-                    return handler
+            if (
+                entry.get("provider") == PROVIDER
+                and isinstance(handler, RagbotLocalLLM)
+                and handler.cache_dir == cache_dir
+            ):
+                return handler
         handler = RagbotLocalLLM(cache_dir)
         litellm.custom_provider_map = [
             entry for entry in litellm.custom_provider_map if entry.get("provider") != PROVIDER
         ] + [{"provider": PROVIDER, "custom_handler": handler}]
         from litellm.utils import custom_llm_setup
 
-        custom_llm_setup()
+        custom_llm_setup()  # type: ignore[no-untyped-call]
         return handler

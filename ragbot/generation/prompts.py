@@ -4,9 +4,14 @@ The templates are plain Markdown with ``$name`` placeholders (``string.Template`
 can rewrite them without touching code; ``RAGBOT_PROMPTS_DIR`` points at its own copy. Placeholders:
 
 * ``system.md``:   ``$persona`` (the per-deployment tone, may be empty)
-* ``answer.md``:   ``$sources`` (numbered ``[1]..[n]``), ``$question``
+* ``answer.md``:   ``$sources`` (numbered ``[1]..[n]``), ``$question`` (optional)
 * ``condense.md``: ``$history`` (``User:`` / ``Assistant:`` lines), ``$question``
 * ``refusal.md``:  ``$persona`` (optional; the shipped text does not use it)
+
+An answer is laid out as ``system`` (system.md, then answer.md with the sources), the conversation so
+far, then the visitor's question as the last user turn: grounding stays in one place however long the
+conversation gets, and the question reads as a natural chat turn (small models followed this layout
+best in our trials).
 
 Budgeting is done in tokens with the model's own counter: the answer's reserve and the fixed parts
 come first, then the sources in rank order (they ground the answer, and the question was already
@@ -61,7 +66,8 @@ class PromptLibrary:
             )
         self.prompts_dir = folder
         self._templates = {
-            name: Template((folder / f"{name}.md").read_text(encoding="utf-8").strip()) for name in PROMPT_NAMES
+            name: Template((folder / f"{name}.md").read_text(encoding="utf-8").strip())
+            for name in PROMPT_NAMES
         }
 
     # ------------------------------------------------------------------ answering
@@ -84,19 +90,21 @@ class PromptLibrary:
         Hits that do not fit are dropped from the end of the ranking, so the numbering of the kept ones
         never changes: ``[n]`` is always ``hits[n - 1]``.
         """
-        system = self.system_text(persona)
-        frame = self._answer_user(question, "")
+        question = question.strip()
+        persona_text = self.system_text(persona)
+        frame = self._grounding(persona_text, question, "")
         budget = (
             context_window
             - max_answer_tokens
-            - count_tokens(system)
             - count_tokens(frame)
+            - count_tokens(question)
             - 2 * MESSAGE_OVERHEAD_TOKENS
         )
         if budget < 0:
             raise ValueError(
                 f"the context window ({context_window} tokens) cannot hold the prompt and a "
-                f"{max_answer_tokens}-token answer; raise RAGBOT_LLM_CONTEXT_WINDOW or lower RAGBOT_LLM_MAX_TOKENS"
+                f"{max_answer_tokens}-token answer; raise RAGBOT_LLM_CONTEXT_WINDOW or lower "
+                "RAGBOT_LLM_MAX_TOKENS"
             )
         blocks: list[str] = []
         for n, hit in enumerate(hits, start=1):
@@ -123,11 +131,11 @@ class PromptLibrary:
         while kept and kept[0]["role"] != "user":  # chat templates want the first turn to be the user's
             kept.pop(0)
 
-        user = self._answer_user(question, "\n\n".join(blocks))
+        system = self._grounding(persona_text, question, "\n\n".join(blocks))
         messages: list[ChatMessage] = [
             ChatMessage(role="system", content=system),
             *kept,
-            ChatMessage(role="user", content=user),
+            ChatMessage(role="user", content=question),
         ]
         used = context_window - max_answer_tokens - budget
         return AnswerPrompt(
@@ -158,8 +166,9 @@ class PromptLibrary:
             count_tokens=count_tokens,
         ).messages
 
-    def _answer_user(self, question: str, sources: str) -> str:
-        return _render(self._templates["answer"], sources=sources, question=question.strip())
+    def _grounding(self, persona_text: str, question: str, sources: str) -> str:
+        grounding = _render(self._templates["answer"], sources=sources, question=question)
+        return f"{persona_text}\n\n{grounding}" if persona_text else grounding
 
     # ------------------------------------------------------------------ condensing
     def condense_messages(
@@ -215,14 +224,20 @@ def _render(template: Template, **values: str) -> str:
 
 def _format_source(n: int, hit: Hit) -> str:
     chunk = hit.chunk
-    title = " > ".join(part for part in (chunk.title, *chunk.heading_path) if part)
+    parts: list[str] = []
+    for part in (chunk.title, *chunk.heading_path):
+        if part and (not parts or part != parts[-1]):  # a document's H1 usually repeats its title
+            parts.append(part)
+    title = " > ".join(parts)
     where = []
     if chunk.page is not None:
         where.append(f"page {chunk.page}")
     if chunk.start_s is not None:
         where.append(f"at {_timestamp(chunk.start_s)}")
     header = f"[{n}] {title}" + (f" ({', '.join(where)})" if where else "")
-    return f"{header}\n{chunk.text.strip()}"
+    # One paragraph per source: Markdown structure (headings, table rules) distracts small models and
+    # is noise to large ones.
+    return f"{header}\n{' '.join(chunk.text.split())}"
 
 
 def _timestamp(seconds: float) -> str:

@@ -83,9 +83,13 @@ def make_snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
 
 
 def build_citations(hits: Sequence[Hit], cited: Sequence[int]) -> list[Citation]:
-    """Map the markers the answer used ([n] = n-th source given to the model) to their chunks."""
+    """Map the markers the answer used ([n] = n-th source given to the model) to their chunks.
+
+    Listed in source order, which is retrieval rank: the first citation is the best-ranked source the
+    answer actually relied on, whatever order the model happened to mention them in.
+    """
     out: list[Citation] = []
-    for n in cited:
+    for n in sorted(set(cited)):
         if 1 <= n <= len(hits):
             hit = hits[n - 1]
             out.append(

@@ -249,7 +249,9 @@ class IngestService:
         pending = self._adopt_from_other_sources(run, pending)
         if not pending:
             return
-        texts = [chunk.text for item in pending for chunk in item.chunks]
+        chunks = [chunk for item in pending for chunk in item.chunks]
+        # Identical passages (a repeated notice, a shared intro) are encoded once per batch.
+        texts = list(dict.fromkeys(chunk.text for chunk in chunks))
         try:
             sparse = self._sparse.encode_documents(texts)
             dense = self._dense.encode_documents(texts)
@@ -257,10 +259,8 @@ class IngestService:
                 raise RuntimeError(
                     f"encoders returned {len(sparse)}/{len(dense)} vectors for {len(texts)} texts"
                 )
-            encoded = [
-                EncodedChunk(chunk, s, d)
-                for chunk, s, d in zip((c for i in pending for c in i.chunks), sparse, dense, strict=True)
-            ]
+            vectors = {text: (s, d) for text, s, d in zip(texts, sparse, dense, strict=True)}
+            encoded = [EncodedChunk(chunk, *vectors[chunk.text]) for chunk in chunks]
             for item in pending:
                 self._index.delete_source(run.bot_id, document_id(run.bot_id, item.document.uri))
             self._index.upsert(encoded)

@@ -96,9 +96,10 @@ def test_crawl_then_resync_touches_only_what_changed(stack: dict[str, Any]) -> N
     sparse: CountingEncoder = stack["sparse"]
     settings: Settings = stack["settings"]
     events: list[ProgressEvent] = []
-    with FixtureSite() as site:
+    # About 200 short pages: the crawl is under test here, not the encoders' speed.
+    with FixtureSite(articles_per_topic=24, sections=1) as site:
         expected = site.expected_urls()
-        assert len(expected) > 250
+        assert len(expected) > 200
 
         report = service.ingest(
             BOT,
@@ -177,7 +178,7 @@ def test_crawl_then_resync_touches_only_what_changed(stack: dict[str, Any]) -> N
 def test_background_job_reports_progress_and_result(stack: dict[str, Any]) -> None:
     jobs = IngestJobs(stack["service"], stack["sessions"], progress_interval_s=0.0)
     try:
-        with FixtureSite(topics=2, articles_per_topic=6) as site:
+        with FixtureSite(topics=2, articles_per_topic=6, sections=1) as site:
             connector = connector_for(site.url("/"), stack["settings"], allow_private=True)
             started = jobs.submit(BOT, site.url("/"), connector)
             assert started.status in ("queued", "running")

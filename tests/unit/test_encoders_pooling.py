@@ -82,9 +82,8 @@ def test_fast_head_equals_pooling_over_full_logits(seed: int) -> None:
 def test_fast_head_screen_never_drops_a_positive_term() -> None:
     head, weight, bias = random_head(vocab=2000, width=32, seed=7)
     hidden = torch.randn(3, 6, 32, generator=torch.Generator().manual_seed(8))
-    mask = torch.ones(3, 6, dtype=torch.long)
     exact_max = (hidden @ weight.T + bias).amax(dim=1)
-    upper = head.upper_bounds(hidden, mask.bool())
+    upper = head.upper_bounds(hidden.reshape(18, 32), counts=torch.tensor([6, 6, 6]))
     assert torch.all(upper >= exact_max)
     # and it screens tightly: few candidates beyond the terms that really are positive
     candidates, positive = int((upper > 0).sum()), int((exact_max > 0).sum())
