@@ -26,9 +26,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ragbot.evaluation.beir import BeirDataset, load_beir  # noqa: E402
-from ragbot.evaluation.metrics import mean_metrics, ndcg_at  # noqa: E402
-from ragbot.retrieval import fusion  # noqa: E402
+from ragbot.evaluation.beir import BeirDataset, load_beir
+from ragbot.evaluation.metrics import mean_metrics, ndcg_at
+from ragbot.retrieval import fusion
 
 Ranked = list[tuple[str, float]]
 
@@ -67,7 +67,8 @@ class _Encoders:
 
         def folder(pkg: str) -> Path:
             spec = importlib.util.find_spec(pkg)
-            assert spec and spec.submodule_search_locations
+            assert spec is not None
+            assert spec.submodule_search_locations
             return Path(next(iter(spec.submodule_search_locations))) / "model"
 
         self.sp_tok = AutoTokenizer.from_pretrained(folder("cognition"))
@@ -80,8 +81,13 @@ class _Encoders:
         out = []
         for start in range(0, len(order), self.batch):
             idx = order[start : start + self.batch]
-            enc = tok([texts[i] for i in idx], padding=True, truncation=True,  # type: ignore[operator]
-                      max_length=self.max_length, return_tensors="pt")
+            enc = tok(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,  # type: ignore[operator]
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
             out.append((idx, enc))
         return out
 
@@ -92,7 +98,8 @@ class _Encoders:
             cols = [np.asarray(v.indices) for v in vecs]
             vals = [np.asarray(v.values, dtype=np.float32) for v in vecs]
             return sp.csr_matrix(
-                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(texts), 30522)
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                shape=(len(texts), 30522),
             )
         import torch
 
@@ -144,7 +151,9 @@ def _bm25(ds: BeirDataset, queries: list[str]) -> np.ndarray:
     stemmer = Stemmer.Stemmer("english")
     corpus = [_doc_text(d.title, d.text) for d in ds.corpus]
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    retriever.index(
+        bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
+    )
     tokens = bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False)
     # get_scores takes a list of token strings per query and returns scores for all docs
     return np.stack([retriever.get_scores(t) for t in tokens]).astype(np.float32)
@@ -171,20 +180,38 @@ def encode_dataset(ds: BeirDataset, cache: Path, enc: Callable[[], _Encoders], m
         np.save(folder / "doc_dense.npy", dde)
         np.save(folder / "query_dense.npy", qde)
         (folder / "meta.json").write_text(
-            json.dumps({"qids": qids, "sparse_docs_per_s": len(texts) / (t1 - t0),
-                        "dense_docs_per_s": len(texts) / (t2 - t1), "product_encoders": e.product})
+            json.dumps(
+                {
+                    "qids": qids,
+                    "sparse_docs_per_s": len(texts) / (t1 - t0),
+                    "dense_docs_per_s": len(texts) / (t2 - t1),
+                    "product_encoders": e.product,
+                }
+            )
         )
         (folder / "done").write_text("")
-        print(f"  encoded {ds.name}: sparse {len(texts) / (t1 - t0):.1f} docs/s, dense {len(texts) / (t2 - t1):.1f} docs/s",
-              file=sys.stderr)
+        print(
+            f"  encoded {ds.name}: sparse {len(texts) / (t1 - t0):.1f} docs/s, "
+            f"dense {len(texts) / (t2 - t1):.1f} docs/s",
+            file=sys.stderr,
+        )
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["qids"] == qids
-    dsp, qsp = sp.load_npz(folder / "doc_sparse.npz").tocsr(), sp.load_npz(folder / "query_sparse.npz").tocsr()
+    dsp, qsp = (
+        sp.load_npz(folder / "doc_sparse.npz").tocsr(),
+        sp.load_npz(folder / "query_sparse.npz").tocsr(),
+    )
     dde, qde = np.load(folder / "doc_dense.npy"), np.load(folder / "query_dense.npy")
     return Scores(
-        doc_ids=[d.id for d in ds.corpus], query_ids=qids,
-        sparse=np.asarray((qsp @ dsp.T).todense()), dense=qde @ dde.T, bm25=_bm25(ds, qtexts),
-        doc_dense=dde, query_dense=qde, doc_sparse=dsp, query_sparse=qsp,
+        doc_ids=[d.id for d in ds.corpus],
+        query_ids=qids,
+        sparse=np.asarray((qsp @ dsp.T).todense()),
+        dense=qde @ dde.T,
+        bm25=_bm25(ds, qtexts),
+        doc_dense=dde,
+        query_dense=qde,
+        doc_sparse=dsp,
+        query_sparse=qsp,
     )
 
 
@@ -200,7 +227,7 @@ def _top(row: np.ndarray, ids: list[str], n: int) -> Ranked:
 
 @dataclass
 class QueryView:
-    """What a retriever could know about one query: each list's top-``prefetch`` and exact scores on demand."""
+    """What a retriever can know about one query: each list's top ``prefetch`` and exact scores on demand."""
 
     sparse: Ranked
     dense: Ranked
@@ -247,7 +274,9 @@ def views(scores: Scores, prefetch: int) -> list[QueryView]:
     return out
 
 
-def evaluate_rule(rule: Rule, qviews: list[QueryView], scores: Scores, qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+def evaluate_rule(
+    rule: Rule, qviews: list[QueryView], scores: Scores, qrels: dict[str, dict[str, int]]
+) -> dict[str, float]:
     runs = {qid: _ranked_ids(rule(v))[:100] for qid, v in zip(scores.query_ids, qviews, strict=True)}
     return mean_metrics(runs, qrels)
 
@@ -281,7 +310,8 @@ def rule_list_norm(kind: str) -> Rule:
     """Classic score fusion over the two lists only: a document missing from a list gets that list's floor."""
 
     def run(v: QueryView) -> Ranked:
-        total: dict[str, float] = {}
+        union = {d for ranked in (v.sparse, v.dense) for d, _ in ranked}
+        total = dict.fromkeys(union, 0.0)
         for ranked in (v.sparse, v.dense):
             vals = dict(ranked)
             s = [x for _, x in ranked]
@@ -293,13 +323,8 @@ def rule_list_norm(kind: str) -> Rule:
             else:  # dbsf: mean +- 3 std as the range, as Qdrant does
                 mu, sd = float(np.mean(s)), float(np.std(s))
                 norm, floor = _minmax(vals, mu - 3 * sd, mu + 3 * sd), 0.0
-            for d in set(total) | set(norm):
-                total[d] = total.get(d, 0.0)
-            for d, x in norm.items():
-                total[d] += x
-            for d in total:
-                if d not in norm:
-                    total[d] += floor
+            for d in union:
+                total[d] += norm.get(d, floor)
         return fusion.sort_scores(total)
 
     return run
@@ -322,19 +347,8 @@ def rule_union_exact(kind: str) -> Rule:
 
 
 def rule_product(name: str) -> Rule:
-    """The product's own pure function, fed exactly what the retriever feeds it."""
-
-    def run(v: QueryView) -> Sequence[tuple[str, float]]:
-        sparse_ids, dense_ids = {d for d, _ in v.sparse}, {d for d, _ in v.dense}
-        return fusion.fuse(
-            name,
-            v.sparse,
-            v.dense,
-            sparse_exact=v.exact_sparse(sorted(dense_ids - sparse_ids)),
-            dense_exact=v.exact_dense(sorted(sparse_ids - dense_ids)),
-        )
-
-    return run
+    """The product's own pure function, fed exactly what the retriever feeds it: the two top lists."""
+    return lambda v: fusion.fuse(name, v.sparse, v.dense)
 
 
 def rule_three_z(bm25_weight: float) -> Rule:
@@ -357,10 +371,10 @@ def rule_three_z(bm25_weight: float) -> Rule:
 
 
 def rule_consensus_prf(k: int, beta: float) -> Rule:
-    """Dense Rocchio feedback from documents both retrievers put in their top ``k``, then z-union again."""
+    """Dense Rocchio feedback from fused top-10 documents both retrievers put in their top ``k``."""
 
     def run(v: QueryView) -> Sequence[tuple[str, float]]:
-        base = rule_product("zscore")(v)
+        base = rule_union_exact("zscore")(v)
         top_s, top_d = {d for d, _ in v.sparse[:k]}, {d for d, _ in v.dense[:k]}
         feedback = [d for d, _ in base[:10] if d in top_s and d in top_d]
         if not feedback:
@@ -378,7 +392,7 @@ def rule_consensus_prf(k: int, beta: float) -> Rule:
     return run
 
 
-PRODUCT_RULE = "zscore (exact union) = product"
+PRODUCT_RULE = "zscore = product"
 RULES: dict[str, Rule] = {
     "bm25": rule_single("bm25"),
     "sparse": rule_single("sparse"),
@@ -387,26 +401,35 @@ RULES: dict[str, Rule] = {
     "rrf k=2": rule_rrf(2),
     "rrf k=60 +bm25": rule_rrf(60, three=True),
     "minmax (lists)": rule_list_norm("minmax"),
-    "zscore (lists)": rule_list_norm("zscore"),
     "dbsf (lists)": rule_list_norm("dbsf"),
     "minmax (exact union)": rule_union_exact("minmax"),
-    "zscore (exact union) = product": rule_product("zscore"),
+    "zscore (exact union)": rule_union_exact("zscore"),
+    "zscore = product": rule_product("zscore"),
     "zscore +bm25 (w=1)": rule_three_z(1.0),
     "zscore +bm25 (w=0.5)": rule_three_z(0.5),
     "zscore +consensus PRF": rule_consensus_prf(10, 0.5),
 }
 
 
-def per_query_ndcg(rule: Rule, qviews: list[QueryView], scores: Scores, qrels: dict[str, dict[str, int]]) -> np.ndarray:
+def per_query_ndcg(
+    rule: Rule, qviews: list[QueryView], scores: Scores, qrels: dict[str, dict[str, int]]
+) -> np.ndarray:
     return np.array(
-        [ndcg_at(_ranked_ids(rule(v))[:10], qrels[q], 10) for q, v in zip(scores.query_ids, qviews, strict=True)]
+        [
+            ndcg_at(_ranked_ids(rule(v))[:10], qrels[q], 10)
+            for q, v in zip(scores.query_ids, qviews, strict=True)
+        ]
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("datasets", nargs="+", type=Path)
-    parser.add_argument("--prefetch", type=int, default=50, help="candidates per retriever (Settings.prefetch_k)")
+    parser.add_argument(
+        "--prefetch", type=int, default=50, help="candidates per retriever (Settings.prefetch_k)"
+    )
     parser.add_argument("--cache", type=Path, default=Path("/tmp/ragbot-fusion-cache"))
     parser.add_argument("--max-length", type=int, default=256)
     args = parser.parse_args()
@@ -427,12 +450,14 @@ def main() -> None:
     names = list(per)
     rng = np.random.default_rng(0)
     print(f"nDCG@10 (exponential gains), prefetch {args.prefetch} per retriever\n")
-    print("| rule | " + " | ".join(names) + " | worst margin | mean margin | queries won/lost vs best single |")
+    print(
+        "| rule | " + " | ".join(names) + " | worst margin | mean margin | queries won/lost vs best single |"
+    )
     print("|---" * (len(names) + 4) + "|")
     for rule in RULES:
         margins, wins, losses = [], 0, 0
         for n in names:
-            best = max(("sparse", "dense"), key=lambda r: float(per[n][r].mean()))  # noqa: B023
+            best = max(("sparse", "dense"), key=lambda r: float(per[n][r].mean()))
             diff = per[n][rule] - per[n][best]
             margins.append(float(diff.mean()))
             wins, losses = wins + int((diff > 1e-9).sum()), losses + int((diff < -1e-9).sum())

@@ -33,6 +33,7 @@ _LOAD_SNIPPET = """
 import json, sys, time
 from pathlib import Path
 started = time.perf_counter()
+import torch, transformers  # noqa: F401  (library import time is reported apart from the load)
 from ragbot.generation.local_provider import load_local_model
 imported = time.perf_counter()
 model = load_local_model(sys.argv[1], Path(sys.argv[2]))

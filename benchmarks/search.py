@@ -5,7 +5,8 @@ weights over the 30,522-term BERT vocabulary, term frequencies Zipf-distributed;
 vectors, the worst case for HNSW), through ``EdgeIndex.upsert`` in batches, then optimises it once. Prints
 indexing throughput, optimisation time, query encoding time with the packaged encoders (when
 ``ragbot.encoders`` provides them; search-only figures otherwise), and p50/p95 of sparse, dense and hybrid
-searches: engine RRF alone, and engine RRF plus the per-retriever scores the product returns.
+searches: engine RRF alone, engine RRF/DBSF plus the per-retriever scores the product returns, and z-score
+fusion computed client-side over the candidates' exact scores.
 
     .venv/bin/python benchmarks/search.py               # 200k chunks
     .venv/bin/python benchmarks/search.py --n 20000     # quicker
@@ -33,6 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from ragbot.index.edge import EdgeIndex
 from ragbot.index.points import chunk_point_id
+from ragbot.retrieval.retriever import Retriever, fuse_candidates
 from ragbot.types import Chunk, EncodedChunk, SparseVector
 
 VOCAB = 30522
@@ -227,6 +229,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             "hybrid DBSF + component scores": lambda i: index.hybrid_search(
                 BOT, q_sparse[i], q_dense[i], k, pf, fusion="dbsf"
             ),
+            "hybrid z-score (client-side fusion)": lambda i: index.chunks(
+                BOT,
+                [
+                    c.chunk_id
+                    for c, _ in fuse_candidates(
+                        "zscore", index.hybrid_candidates(BOT, q_sparse[i], q_dense[i], pf), rrf_k=60
+                    )[:k]
+                ],
+            ),
             "sparse_vectors (explanations)": lambda i: index.sparse_vectors(
                 BOT, [h.chunk.id for h in index.search_dense(BOT, q_dense[i], k)]
             ),
@@ -237,8 +248,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             p50, p95 = percentiles(times)
             print(f"  {name:<38} {p50:6.2f}  {p95:6.2f}")
         if not isinstance(encoders, str):
-            from ragbot.retrieval.retriever import Retriever
-
             retriever = Retriever(
                 encoders[0],
                 encoders[1],

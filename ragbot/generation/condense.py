@@ -3,9 +3,9 @@
 "How do I change it?" retrieves nothing useful on its own; "How do I change the dense model?" does.
 The LLM rewrites the follow-up from the conversation (``prompts/condense.md``). First turns skip the
 call. Small local models sometimes answer instead of rewriting, wrap the question in quotes or a
-preamble, or run on: the output is cleaned, and when it still does not look like a question about the
-conversation, the fallback is the follow-up appended to the previous user turn, which keeps the
-topic words retrieval needs.
+preamble, run on, or drift to words the conversation never used: the output is cleaned, and when it
+still does not look like a restatement of the conversation, the fallback is the follow-up appended to
+the previous user turn, which keeps the topic words retrieval needs.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Sequence
 
+from ragbot.generation.attribution import content_words
 from ragbot.generation.base import ChatLLM, ChatMessage, LLMStreamInterruptedError
 from ragbot.generation.prompts import PromptLibrary
 
@@ -22,8 +23,8 @@ log = logging.getLogger(__name__)
 __all__ = ["clean_condensed", "condense_question", "fallback_query"]
 
 _LABEL = re.compile(
-    r"^\s*(?:\*\*)?(?:rewritten|standalone|reformulated|rephrased|new|follow-up)?\s*"
-    r"(?:question|query)\s*(?:\*\*)?\s*:\s*(?:\*\*)?\s*",
+    r"^\s*(?:\*\*)?(?:(?:rewritten|standalone|reformulated|rephrased|new|follow-up)?\s*(?:question|query)|user)"
+    r"\s*(?:\*\*)?\s*:\s*(?:\*\*)?\s*",
     re.IGNORECASE,
 )
 _PREAMBLE = re.compile(
@@ -33,6 +34,10 @@ _PREAMBLE = re.compile(
 _QUOTES = "\"'`“”‘’«»"
 #: A rewrite much longer than the question plus the previous turn is an answer, not a question.
 _MAX_GROWTH_CHARS = 200
+#: Share of a rewrite's content words that must come from the conversation or the follow-up.
+_MIN_GROUNDED_SHARE = 0.6
+#: Share of the follow-up's own content words that a faithful rewrite keeps.
+_MIN_KEPT_SHARE = 0.5
 
 
 def clean_condensed(raw: str) -> str:
@@ -63,10 +68,30 @@ def fallback_query(history: Sequence[ChatMessage], question: str) -> str:
 
 
 def _plausible(rewrite: str, question: str, history: Sequence[ChatMessage]) -> bool:
+    """A rewrite restates the follow-up: short, keeping its words, adding words of the conversation
+    (that is what resolving "it" means) and few others.
+
+    A small model that copies an earlier turn, answers the question, merely rephrases it or drifts to
+    another topic fails one of these checks; such output would retrieve the wrong pages.
+    """
     if not rewrite or len(rewrite) < 3:
         return False
     limit = len(question) + len(_last_user_turn(history)) + _MAX_GROWTH_CHARS
-    return len(rewrite) <= limit
+    if len(rewrite) > limit:
+        return False
+    normalized = " ".join(rewrite.lower().split())
+    if any(normalized == " ".join(m["content"].lower().split()) for m in history):
+        return False  # an earlier turn copied back: the follow-up itself got lost
+    words = content_words(rewrite)
+    asked = content_words(question)
+    if asked and len(asked & words) / len(asked) < _MIN_KEPT_SHARE:
+        return False  # the follow-up's own topic words were dropped: an answer or another question
+    from_history: set[str] = set()
+    for message in history:
+        from_history |= content_words(message["content"])
+    if not (words - asked) & from_history:
+        return False  # nothing was resolved from the conversation: "it" is still unexplained
+    return len(words & (asked | from_history)) / len(words) >= _MIN_GROUNDED_SHARE
 
 
 def _first_line(llm: ChatLLM, messages: list[ChatMessage], *, limit: int) -> str:

@@ -7,11 +7,26 @@ The shared suite in ``tests/contract`` runs each backend through the same cases.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from ragbot.types import EncodedChunk, Hit, SparseVector
+from ragbot.types import Chunk, EncodedChunk, Hit, SparseVector
 
 FusionName = Literal["rrf", "dbsf"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A chunk from the sparse or the dense top list of one query, with both retrievers' exact scores.
+
+    Candidates carry no text: client-side fusion ranks them, and only the winners' chunks are fetched.
+    """
+
+    chunk_id: str
+    sparse_score: float  # 0.0 when the chunk shares no term with the query
+    dense_score: float
+    sparse_rank: int | None  # position in the sparse top list, from 1; None when not in it
+    dense_rank: int | None
 
 
 class IndexConfigError(ValueError):
@@ -55,6 +70,17 @@ class VectorIndex(Protocol):
         ``rrf_k`` is the textbook constant of 1/(k + rank), ranks from 1, as in ``fusion.rrf``.
         Hits carry the sparse/dense component scores and ranks where the backend can give them.
         """
+        ...
+
+    def hybrid_candidates(
+        self, bot_id: str, sparse: SparseVector, dense: Sequence[float], limit: int
+    ) -> list[Candidate]:
+        """The union of the sparse and the dense top-``limit`` lists, for fusion computed by the caller;
+        a chunk only one list found is rescored exactly by the other retriever."""
+        ...
+
+    def chunks(self, bot_id: str, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        """Stored chunks by id (ids of other bots or unknown ids are left out)."""
         ...
 
     def search_sparse(self, bot_id: str, sparse: SparseVector, limit: int) -> list[Hit]: ...

@@ -23,7 +23,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from ragbot.index.base import FusionName, IndexClosedError, IndexConfigError
+from ragbot.index.base import Candidate, FusionName, IndexClosedError, IndexConfigError
 from ragbot.index.points import (
     CHUNK_ID_FIELD,
     DENSE_VECTOR,
@@ -36,11 +36,12 @@ from ragbot.index.points import (
     check_search_limits,
     check_sparse,
     chunk_to_payload,
+    payload_to_chunk,
     point_id,
     sparse_from_pairs,
 )
-from ragbot.index.scoring import ScoredId, assemble_hits, check_fusion, engine_rrf_k
-from ragbot.types import EncodedChunk, Hit, SparseVector
+from ragbot.index.scoring import ScoredId, assemble_candidates, assemble_hits, check_fusion, engine_rrf_k
+from ragbot.types import Chunk, EncodedChunk, Hit, SparseVector
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,45 @@ class EdgeIndex:
         sparse_list = _scored(results[1]) if sparse.indices else []
         return assemble_hits(_scored(results[0]), sparse_list, _scored(results[-1]))
 
+    def hybrid_candidates(
+        self, bot_id: str, sparse: SparseVector, dense: Sequence[float], limit: int
+    ) -> list[Candidate]:
+        check_search_limits(limit)
+        check_sparse(sparse)
+        tenant = self._filter(bot_id)
+        dense_q = qe.Query.Nearest(check_dense(dense, self._dim), using=DENSE_VECTOR)
+        sparse_q = qe.Query.Nearest(_edge_sparse(sparse), using=SPARSE_VECTOR)
+        shard = self._shard_or_none()
+        if shard is None:
+            return []
+        ids_only = [CHUNK_ID_FIELD]
+        tops = [qe.QueryRequest(limit=limit, query=dense_q, filter=tenant, with_payload=ids_only)]
+        if sparse.indices:
+            tops.append(qe.QueryRequest(limit=limit, query=sparse_q, filter=tenant, with_payload=ids_only))
+        results = shard.query_batch(qe.QueryBatchRequest(tops))
+        dense_list = _scored(results[0])
+        sparse_list = _scored(results[1]) if sparse.indices else []
+        need_dense = {s.point_id for s in sparse_list} - {s.point_id for s in dense_list}
+        need_sparse = {s.point_id for s in dense_list} - {s.point_id for s in sparse_list}
+        if not sparse.indices:
+            need_sparse = set()
+        rescore: list[qe.QueryRequest] = []
+        for ids, query in ((need_dense, dense_q), (need_sparse, sparse_q)):
+            if ids:
+                only: set[qe.PointId] = set(ids)
+                rescore.append(
+                    qe.QueryRequest(
+                        limit=len(ids),
+                        query=query,
+                        filter=self._filter(bot_id, extra=[qe.HasIdCondition(only)]),
+                        params=qe.SearchParams(exact=True),
+                    )
+                )
+        rescored = iter(shard.query_batch(qe.QueryBatchRequest(rescore)) if rescore else [])
+        dense_exact = {s.point_id: s.score for s in _scored(next(rescored))} if need_dense else {}
+        sparse_exact = {s.point_id: s.score for s in _scored(next(rescored))} if need_sparse else {}
+        return assemble_candidates(sparse_list, dense_list, sparse_exact, dense_exact)
+
     def search_sparse(self, bot_id: str, sparse: SparseVector, limit: int) -> list[Hit]:
         check_search_limits(limit)
         check_sparse(sparse)
@@ -197,24 +237,20 @@ class EdgeIndex:
         return assemble_hits(scored, [], scored)
 
     def sparse_vectors(self, bot_id: str, chunk_ids: Sequence[str]) -> dict[str, SparseVector]:
-        check_bot_id(bot_id)
-        shard = self._shard_or_none()
-        if shard is None or not chunk_ids:
-            return {}
-        records = shard.retrieve(
-            [point_id(c) for c in dict.fromkeys(chunk_ids)],
-            with_payload=[TENANT_FIELD, CHUNK_ID_FIELD],
-            with_vector=[SPARSE_VECTOR],
-        )
         found: dict[str, SparseVector] = {}
-        for record in records:
-            payload = record.payload or {}
-            vectors = record.vector
-            if payload.get(TENANT_FIELD) != bot_id or not isinstance(vectors, dict):
-                continue
-            stored = vectors.get(SPARSE_VECTOR)
+        for record in self._retrieve(bot_id, chunk_ids, [TENANT_FIELD, CHUNK_ID_FIELD], [SPARSE_VECTOR]):
+            stored = record.vector.get(SPARSE_VECTOR) if isinstance(record.vector, dict) else None
             if isinstance(stored, qe.SparseVector):
-                found[str(payload[CHUNK_ID_FIELD])] = sparse_from_pairs(stored.indices, stored.values)
+                found[str(_payload(record)[CHUNK_ID_FIELD])] = sparse_from_pairs(
+                    stored.indices, stored.values
+                )
+        return found
+
+    def chunks(self, bot_id: str, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        found: dict[str, Chunk] = {}
+        for record in self._retrieve(bot_id, chunk_ids, True, False):
+            chunk = payload_to_chunk(_payload(record))
+            found[chunk.id] = chunk
         return found
 
     def count(self, bot_id: str, source_id: str | None = None) -> int:
@@ -254,6 +290,18 @@ class EdgeIndex:
 
     def _dim_mismatch(self, stored: int, wanted: int) -> str:
         return f"{self._dir} stores {stored}-d dense vectors, got {wanted}-d; re-index into a new collection"
+
+    def _retrieve(
+        self, bot_id: str, chunk_ids: Sequence[str], payload: bool | list[str], vectors: bool | list[str]
+    ) -> list[qe.Record]:
+        """Points by chunk id, keeping only the bot's own (a by-id read must not cross tenants)."""
+        check_bot_id(bot_id)
+        shard = self._shard_or_none()
+        if shard is None or not chunk_ids:
+            return []
+        ids: list[qe.PointId] = [point_id(c) for c in dict.fromkeys(chunk_ids)]
+        records = shard.retrieve(ids, with_payload=payload, with_vector=vectors)
+        return [r for r in records if _payload(r).get(TENANT_FIELD) == bot_id]
 
     def _single(self, bot_id: str, query: Any, limit: int) -> list[qe.ScoredPoint]:
         tenant = self._filter(bot_id)
@@ -329,6 +377,10 @@ def _fusion_query(fusion: FusionName, rrf_k: int) -> Any:  # the stub types Fusi
     if check_fusion(fusion) == "rrf":
         return qe.Fusion.Rrf(k=engine_rrf_k(rrf_k))
     return qe.Fusion.Dbsf()
+
+
+def _payload(record: qe.Record) -> dict[str, Any]:
+    return record.payload or {}
 
 
 def _scored(points: Sequence[qe.ScoredPoint]) -> list[ScoredId]:

@@ -16,7 +16,7 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client.http import models as qm
 
-from ragbot.index.base import FusionName, IndexClosedError, IndexConfigError
+from ragbot.index.base import Candidate, FusionName, IndexClosedError, IndexConfigError
 from ragbot.index.points import (
     CHUNK_ID_FIELD,
     DENSE_VECTOR,
@@ -29,11 +29,12 @@ from ragbot.index.points import (
     check_search_limits,
     check_sparse,
     chunk_to_payload,
+    payload_to_chunk,
     point_id,
     sparse_from_pairs,
 )
-from ragbot.index.scoring import ScoredId, assemble_hits, check_fusion, engine_rrf_k
-from ragbot.types import EncodedChunk, Hit, SparseVector
+from ragbot.index.scoring import ScoredId, assemble_candidates, assemble_hits, check_fusion, engine_rrf_k
+from ragbot.types import Chunk, EncodedChunk, Hit, SparseVector
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,51 @@ class QdrantServerIndex:
         sparse_list = lists[1] if sparse.indices else []
         return assemble_hits(lists[0], sparse_list, lists[-1])
 
+    def hybrid_candidates(
+        self, bot_id: str, sparse: SparseVector, dense: Sequence[float], limit: int
+    ) -> list[Candidate]:
+        check_search_limits(limit)
+        check_sparse(sparse)
+        tenant = self._filter(bot_id)
+        sparse_q = qm.SparseVector(indices=list(sparse.indices), values=list(sparse.values))
+        dense_q = check_dense(dense, self._dim)
+        if not self._ready():
+            return []
+        ids_only = [CHUNK_ID_FIELD]
+        tops = [self._plain(dense_q, DENSE_VECTOR, tenant, limit, with_payload=ids_only)]
+        if sparse.indices:
+            tops.append(self._plain(sparse_q, SPARSE_VECTOR, tenant, limit, with_payload=ids_only))
+        results = self._client.query_batch_points(self._collection, requests=tops)
+        dense_list = _scored(results[0].points)
+        sparse_list = _scored(results[1].points) if sparse.indices else []
+        need_dense = {s.point_id for s in sparse_list} - {s.point_id for s in dense_list}
+        need_sparse = {s.point_id for s in dense_list} - {s.point_id for s in sparse_list}
+        if not sparse.indices:
+            need_sparse = set()
+        rescore = []
+        for ids, query, using in (
+            (need_dense, dense_q, DENSE_VECTOR),
+            (need_sparse, sparse_q, SPARSE_VECTOR),
+        ):
+            if ids:
+                only: list[Any] = sorted(ids)
+                rescore.append(
+                    qm.QueryRequest(
+                        query=query,
+                        using=using,
+                        filter=self._filter(bot_id, extra=[qm.HasIdCondition(has_id=only)]),
+                        limit=len(ids),
+                        params=qm.SearchParams(exact=True),
+                        with_payload=False,
+                    )
+                )
+        rescored = iter(
+            self._client.query_batch_points(self._collection, requests=rescore) if rescore else []
+        )
+        dense_exact = {s.point_id: s.score for s in _scored(next(rescored).points)} if need_dense else {}
+        sparse_exact = {s.point_id: s.score for s in _scored(next(rescored).points)} if need_sparse else {}
+        return assemble_candidates(sparse_list, dense_list, sparse_exact, dense_exact)
+
     def search_sparse(self, bot_id: str, sparse: SparseVector, limit: int) -> list[Hit]:
         check_search_limits(limit)
         check_sparse(sparse)
@@ -191,24 +237,20 @@ class QdrantServerIndex:
         return assemble_hits(scored, [], scored)
 
     def sparse_vectors(self, bot_id: str, chunk_ids: Sequence[str]) -> dict[str, SparseVector]:
-        check_bot_id(bot_id)
-        if not chunk_ids or not self._ready():
-            return {}
-        records = self._client.retrieve(
-            self._collection,
-            ids=[point_id(c) for c in dict.fromkeys(chunk_ids)],
-            with_payload=[TENANT_FIELD, CHUNK_ID_FIELD],
-            with_vectors=[SPARSE_VECTOR],
-        )
         found: dict[str, SparseVector] = {}
-        for record in records:
-            payload = record.payload or {}
-            vectors = record.vector
-            if payload.get(TENANT_FIELD) != bot_id or not isinstance(vectors, dict):
-                continue
-            stored = vectors.get(SPARSE_VECTOR)
+        for record in self._retrieve(bot_id, chunk_ids, [TENANT_FIELD, CHUNK_ID_FIELD], [SPARSE_VECTOR]):
+            stored = record.vector.get(SPARSE_VECTOR) if isinstance(record.vector, dict) else None
             if isinstance(stored, qm.SparseVector):
-                found[str(payload[CHUNK_ID_FIELD])] = sparse_from_pairs(stored.indices, stored.values)
+                found[str(_payload(record)[CHUNK_ID_FIELD])] = sparse_from_pairs(
+                    stored.indices, stored.values
+                )
+        return found
+
+    def chunks(self, bot_id: str, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        found: dict[str, Chunk] = {}
+        for record in self._retrieve(bot_id, chunk_ids, True, False):
+            chunk = payload_to_chunk(_payload(record))
+            found[chunk.id] = chunk
         return found
 
     def count(self, bot_id: str, source_id: str | None = None) -> int:
@@ -252,12 +294,27 @@ class QdrantServerIndex:
                 self._dim = self._stored_dim()
         return self._dim is not None
 
+    def _retrieve(
+        self, bot_id: str, chunk_ids: Sequence[str], payload: bool | list[str], vectors: bool | list[str]
+    ) -> list[qm.Record]:
+        """Points by chunk id, keeping only the bot's own (a by-id read must not cross tenants)."""
+        check_bot_id(bot_id)
+        if not chunk_ids or not self._ready():
+            return []
+        ids: list[Any] = [point_id(c) for c in dict.fromkeys(chunk_ids)]
+        records = self._client.retrieve(self._collection, ids=ids, with_payload=payload, with_vectors=vectors)
+        return [r for r in records if _payload(r).get(TENANT_FIELD) == bot_id]
+
     def _check_open(self) -> None:
         if self._closed:
             raise IndexClosedError(f"the index on collection {self._collection!r} is closed")
 
-    def _plain(self, query: Any, using: str, tenant: qm.Filter, limit: int) -> qm.QueryRequest:
-        return qm.QueryRequest(query=query, using=using, filter=tenant, limit=limit, with_payload=False)
+    def _plain(
+        self, query: Any, using: str, tenant: qm.Filter, limit: int, *, with_payload: bool | list[str] = False
+    ) -> qm.QueryRequest:
+        return qm.QueryRequest(
+            query=query, using=using, filter=tenant, limit=limit, with_payload=with_payload
+        )
 
     def _query(self, query: Any, using: str, tenant: qm.Filter, limit: int) -> list[ScoredId]:
         response = self._client.query_points(
@@ -279,6 +336,10 @@ class QdrantServerIndex:
             conditions.append(qm.FieldCondition(key=SOURCE_FIELD, match=qm.MatchValue(value=source_id)))
         conditions.extend(extra)
         return qm.Filter(must=conditions)
+
+
+def _payload(record: qm.Record) -> dict[str, Any]:
+    return record.payload or {}
 
 
 def _scored(points: Sequence[qm.ScoredPoint]) -> list[ScoredId]:

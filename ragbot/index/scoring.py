@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ragbot.index.base import FusionName
-from ragbot.index.points import payload_to_chunk
+from ragbot.index.base import Candidate, FusionName
+from ragbot.index.points import CHUNK_ID_FIELD, payload_to_chunk
 from ragbot.types import Hit
 
 
@@ -48,6 +48,35 @@ def assemble_hits(
             )
         )
     return hits
+
+
+def assemble_candidates(
+    sparse: Sequence[ScoredId],
+    dense: Sequence[ScoredId],
+    sparse_exact: Mapping[str, float],
+    dense_exact: Mapping[str, float],
+) -> list[Candidate]:
+    """The union of both top lists, sparse list first (payloads must hold ``chunk_id``).
+
+    A score comes from the chunk's own list or else from the exact rescoring of the ids the other list
+    found; a sparse score missing there is 0.0, as sparse search only returns chunks sharing a query term.
+    """
+    s_at = {s.point_id: (rank, s.score) for rank, s in enumerate(sparse, start=1)}
+    d_at = {s.point_id: (rank, s.score) for rank, s in enumerate(dense, start=1)}
+    union: dict[str, ScoredId] = {}
+    for scored in [*sparse, *dense]:
+        union.setdefault(scored.point_id, scored)
+    candidates = []
+    for pid, scored in union.items():
+        if scored.payload is None or CHUNK_ID_FIELD not in scored.payload:
+            raise ValueError(f"point {pid} came back without its chunk id")
+        s_rank, s_score = s_at.get(pid, (None, sparse_exact.get(pid, 0.0)))
+        d_rank, d_score = d_at.get(pid, (None, dense_exact.get(pid)))
+        if d_score is None:
+            raise ValueError(f"point {pid} was not rescored by the dense retriever")
+        chunk_id = str(scored.payload[CHUNK_ID_FIELD])
+        candidates.append(Candidate(chunk_id, s_score, d_score, s_rank, d_rank))
+    return candidates
 
 
 def check_fusion(fusion: str) -> FusionName:

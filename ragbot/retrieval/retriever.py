@@ -1,25 +1,22 @@
 """Query -> both encoders -> one hybrid query in the index -> hits that say which terms matched.
 
-RRF and DBSF run inside the engine (one batched call). Any other fusion name is computed here, over the
-sparse and dense candidate lists with their scores, by the single function ``fuse_candidates``, so a new
-fusion only has to be added in ``ragbot.retrieval.fusion`` and called from there.
+RRF and DBSF run inside the engine (one batched call). Any other name in ``ragbot.retrieval.fusion.FUSIONS``
+(e.g. ``zscore``) is computed client-side by ``fusion.fuse`` over the sparse and dense top lists; the
+index gives every candidate both retrievers' exact scores, and only the winners' chunks are fetched.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Sequence
 from typing import Literal
 
 from ragbot.encoders.base import DenseEncoder, SparseEncoder
-from ragbot.index.base import FusionName, VectorIndex
+from ragbot.index.base import Candidate, FusionName, VectorIndex
 from ragbot.index.scoring import check_fusion
 from ragbot.retrieval import fusion as fusion_fns
 from ragbot.retrieval.explain import matched_terms
 from ragbot.types import Hit, SparseVector
-
-log = logging.getLogger(__name__)
 
 RetrievalMode = Literal["sparse", "dense", "hybrid"]
 ENGINE_FUSIONS: tuple[FusionName, ...] = ("rrf", "dbsf")
@@ -41,13 +38,9 @@ class Retriever:
             raise ValueError(f"prefetch_k must be at least 1, got {prefetch_k}")
         if rrf_k < 1:
             raise ValueError(f"rrf_k must be at least 1, got {rrf_k}")
-        if not fusion:
-            raise ValueError("fusion must name a method, e.g. 'rrf' or 'dbsf'")
-        if fusion not in ENGINE_FUSIONS:
-            log.warning(
-                "fusion %r runs client-side; until ragbot.retrieval.fusion defines it, it fuses by RRF",
-                fusion,
-            )
+        if fusion not in ENGINE_FUSIONS and fusion not in fusion_fns.FUSIONS:
+            known = ", ".join(dict.fromkeys([*ENGINE_FUSIONS, *fusion_fns.FUSIONS]))
+            raise ValueError(f"unknown fusion {fusion!r}: expected one of {known}")
         self._sparse = sparse
         self._dense = dense
         self._index = index
@@ -92,9 +85,21 @@ class Retriever:
                 fusion=self._engine_fusion,
                 rrf_k=self._rrf_k,
             )
-        sparse_hits = self._index.search_sparse(bot_id, q_sparse, self._prefetch_k)
-        dense_hits = self._index.search_dense(bot_id, q_dense, self._prefetch_k)
-        return fuse_candidates(self._fusion, sparse_hits, dense_hits, rrf_k=self._rrf_k)[:top_k]
+        candidates = self._index.hybrid_candidates(bot_id, q_sparse, q_dense, self._prefetch_k)
+        ranked = fuse_candidates(self._fusion, candidates, rrf_k=self._rrf_k)[:top_k]
+        chunks = self._index.chunks(bot_id, [c.chunk_id for c, _ in ranked])
+        return [
+            Hit(
+                chunk=chunks[c.chunk_id],
+                score=score,
+                sparse_score=c.sparse_score,
+                dense_score=c.dense_score,
+                sparse_rank=c.sparse_rank,
+                dense_rank=c.dense_rank,
+            )
+            for c, score in ranked
+            if c.chunk_id in chunks  # a chunk deleted by a concurrent re-ingest is simply skipped
+        ]
 
     def _explain(self, bot_id: str, q_sparse: SparseVector, hits: list[Hit]) -> list[Hit]:
         if self._explain_terms <= 0 or not hits:
@@ -114,28 +119,20 @@ class Retriever:
 
 
 def fuse_candidates(
-    name: str, sparse_hits: Sequence[Hit], dense_hits: Sequence[Hit], *, rrf_k: int
-) -> list[Hit]:
-    """Client-side fusion of two ranked candidate lists (each hit's ``score`` is its retriever's score).
+    name: str, candidates: Sequence[Candidate], *, rrf_k: int
+) -> list[tuple[Candidate, float]]:
+    """Client-side fusion of ``VectorIndex.hybrid_candidates`` by ``fusion.fuse``, best first.
 
-    The one call site of a fusion function: today RRF for every name, tomorrow ``fusion.<name>``.
+    Each retriever's top list is rebuilt in rank order with its own scores, as ``fuse`` expects; the exact
+    scores a candidate got from the retriever that did not rank it stay on the candidate, for the hits.
     """
-    by_id = {h.chunk.id: h for h in [*dense_hits, *sparse_hits]}
-    sparse_at = {h.chunk.id: (rank, h.score) for rank, h in enumerate(sparse_hits, start=1)}
-    dense_at = {h.chunk.id: (rank, h.score) for rank, h in enumerate(dense_hits, start=1)}
-    fused = fusion_fns.rrf([list(sparse_at), list(dense_at)], k=rrf_k)
-    hits = []
-    for chunk_id, score in fusion_fns.sort_scores(fused):
-        s_rank, s_score = sparse_at.get(chunk_id, (None, None))
-        d_rank, d_score = dense_at.get(chunk_id, (None, None))
-        hits.append(
-            Hit(
-                chunk=by_id[chunk_id].chunk,
-                score=score,
-                sparse_score=s_score,
-                dense_score=d_score,
-                sparse_rank=s_rank,
-                dense_rank=d_rank,
-            )
-        )
-    return hits
+    by_id = {c.chunk_id: c for c in candidates}
+    sparse = sorted((c for c in candidates if c.sparse_rank is not None), key=lambda c: c.sparse_rank or 0)
+    dense = sorted((c for c in candidates if c.dense_rank is not None), key=lambda c: c.dense_rank or 0)
+    fused = fusion_fns.fuse(
+        name,
+        [(c.chunk_id, c.sparse_score) for c in sparse],
+        [(c.chunk_id, c.dense_score) for c in dense],
+        rrf_k=rrf_k,
+    )
+    return [(by_id[chunk_id], score) for chunk_id, score in fused]

@@ -22,6 +22,7 @@ from ragbot.types import Chunk, EncodedChunk, SparseVector
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant"),
+    pytest.mark.filterwarnings("ignore:Local mode performs exact"),
 ]
 
 A, B = "bot-a", "bot-b"
@@ -200,6 +201,37 @@ def test_hybrid_dbsf_fuses_in_the_engine(index: VectorIndex) -> None:
     assert set(ids(hits)) == {DOC1.chunk.id, DOC2.chunk.id, DOC3.chunk.id}
     assert hits[0].chunk.id == DOC1.chunk.id  # high in both lists
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_hybrid_candidates_carry_both_exact_scores(index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    # Top 1 of each list: doc2 (sparse 2.5) and doc1 (dense 1.0); each is rescored by the other retriever.
+    got = {c.chunk_id: c for c in index.hybrid_candidates(A, QUERY_SPARSE, QUERY_DENSE, limit=1)}
+    assert set(got) == {DOC1.chunk.id, DOC2.chunk.id}
+    doc1, doc2 = got[DOC1.chunk.id], got[DOC2.chunk.id]
+    assert (doc1.sparse_rank, doc1.dense_rank, doc2.sparse_rank, doc2.dense_rank) == (None, 1, 1, None)
+    assert doc1.sparse_score == pytest.approx(2.0)
+    assert doc1.dense_score == pytest.approx(1.0, abs=1e-5)
+    assert doc2.sparse_score == pytest.approx(2.5)
+    assert doc2.dense_score == pytest.approx(0.0, abs=1e-5)
+    everything = index.hybrid_candidates(A, QUERY_SPARSE, QUERY_DENSE, limit=10)
+    doc3 = next(c for c in everything if c.chunk_id == DOC3.chunk.id)
+    assert doc3.sparse_score == 0.0  # shares no term with the query
+    assert doc3.sparse_rank is None
+    assert doc3.dense_rank == 2
+    assert index.hybrid_candidates(B, QUERY_SPARSE, QUERY_DENSE, limit=10) == []
+    dense_only = index.hybrid_candidates(A, SparseVector((), ()), QUERY_DENSE, limit=10)
+    assert [c.dense_rank for c in dense_only] == [1, 2, 3]
+    assert all(c.sparse_rank is None and c.sparse_score == 0.0 for c in dense_only)
+
+
+def test_chunks_by_id_stay_within_the_bot(index: VectorIndex) -> None:
+    twin = item(B, "doc1", 0, {1: 2.0}, (1.0, 0.0, 0.0, 0.0))
+    index.upsert([DOC1, DOC2, twin])
+    got = index.chunks(A, [DOC2.chunk.id, DOC1.chunk.id, twin.chunk.id, "missing", DOC1.chunk.id])
+    assert got == {DOC1.chunk.id: DOC1.chunk, DOC2.chunk.id: DOC2.chunk}
+    assert index.chunks(B, [DOC1.chunk.id]) == {}
+    assert index.chunks(A, []) == {}
 
 
 def test_hybrid_with_an_empty_sparse_query_falls_back_to_dense(index: VectorIndex) -> None:

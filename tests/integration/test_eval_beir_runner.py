@@ -21,10 +21,16 @@ TOPICS = {
     "comets": ("Comets", "A comet's icy nucleus sublimates near the sun, growing a glowing tail."),
     "violin": ("Violins", "A violin has four strings tuned in fifths and is played with a horsehair bow."),
     "rust": ("Corrosion", "Iron exposed to water and oxygen oxidises into reddish-brown rust."),
-    "glacier": ("Glaciers", "Compacted snow becomes glacial ice that flows slowly downhill under its weight."),
+    "glacier": (
+        "Glaciers",
+        "Compacted snow becomes glacial ice that flows slowly downhill under its weight.",
+    ),
     "vaccine": ("Vaccines", "A vaccine trains the immune system to recognise a pathogen before infection."),
     "tea": ("Green tea", "Green tea leaves are steamed or pan-fired soon after picking to stop oxidation."),
-    "bridge": ("Suspension bridges", "Main cables hung between towers carry the deck of a suspension bridge."),
+    "bridge": (
+        "Suspension bridges",
+        "Main cables hung between towers carry the deck of a suspension bridge.",
+    ),
 }
 QUERIES = {
     "q-bees": ("how do bees make honey from nectar", "bees"),

@@ -63,8 +63,7 @@ def test_local_model_streams_through_the_litellm_custom_provider(local_llm: Lite
 
 
 def test_closing_the_stream_stops_generation(local_llm: LiteLLMChat, local_settings: Settings) -> None:
-    long = local_llm._settings.model_copy(update={"llm_max_tokens": 400})
-    llm = LiteLLMChat(long)
+    llm = LiteLLMChat(local_settings.model_copy(update={"llm_max_tokens": 400}))
     stream = llm.stream([ChatMessage(role="user", content="Count from one to one hundred in words.")])
     next(stream)
     started = time.monotonic()

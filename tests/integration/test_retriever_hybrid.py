@@ -14,7 +14,7 @@ import pytest
 
 from ragbot.index.edge import EdgeIndex
 from ragbot.index.points import chunk_point_id
-from ragbot.retrieval.retriever import Retriever
+from ragbot.retrieval.retriever import Retriever, fuse_candidates
 from ragbot.types import Chunk, EncodedChunk, SparseVector
 
 pytestmark = pytest.mark.integration
@@ -154,18 +154,29 @@ def test_modes_for_evaluation(setup) -> None:  # type: ignore[no-untyped-def]
     assert dense_hits[0].dense_rank == 1
 
 
-def test_client_side_fusion_ranks_like_the_engine(setup) -> None:  # type: ignore[no-untyped-def]
-    engine = make(setup, "rrf").retrieve("shop", "orders within days", top_k=4)
-    client = make(setup, "client-rrf").retrieve("shop", "orders within days", top_k=4)
+def test_client_side_rrf_ranks_like_the_engine(setup) -> None:  # type: ignore[no-untyped-def]
+    index, sparse, dense = setup
+    query = "orders within days"
+    engine = make(setup, "rrf").retrieve("shop", query, top_k=4)
+    candidates = index.hybrid_candidates("shop", sparse.encode_query(query), dense.encode_query(query), 10)
+    client = fuse_candidates("rrf", candidates, rrf_k=60)[:4]
     # Same fused score per chunk (ties, like rank 2+3 against 3+2, may be ordered either way).
     engine_by_id = {h.chunk.id: h for h in engine}
-    assert {h.chunk.id for h in client} == set(engine_by_id)
-    for hit in client:
-        twin = engine_by_id[hit.chunk.id]
-        assert hit.score == pytest.approx(twin.score, rel=1e-5)
-        assert (hit.sparse_rank, hit.dense_rank) == (twin.sparse_rank, twin.dense_rank)
-        assert hit.matched_terms == twin.matched_terms
-    assert [h.score for h in client] == sorted((h.score for h in client), reverse=True)
+    assert {c.chunk_id for c, _ in client} == set(engine_by_id)
+    for candidate, score in client:
+        twin = engine_by_id[candidate.chunk_id]
+        assert score == pytest.approx(twin.score, rel=1e-5)
+        assert (candidate.sparse_rank, candidate.dense_rank) == (twin.sparse_rank, twin.dense_rank)
+        assert candidate.dense_score == pytest.approx(twin.dense_score, abs=1e-6)
+    assert [s for _, s in client] == sorted((s for _, s in client), reverse=True)
+
+
+def test_zscore_fusion_runs_client_side_with_both_scores_on_every_hit(setup) -> None:  # type: ignore[no-untyped-def]
+    hits = make(setup, "zscore").retrieve("shop", "cancel my orders", top_k=4)
+    assert hits[0].chunk.source_id == "cancel"
+    assert all(h.sparse_score is not None and h.dense_score is not None for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert {t.term for t in hits[0].matched_terms} >= {"cancel"}
 
 
 def test_dbsf_fusion(setup) -> None:  # type: ignore[no-untyped-def]
@@ -182,5 +193,7 @@ def test_bad_requests_are_refused(setup) -> None:  # type: ignore[no-untyped-def
     with pytest.raises(ValueError, match="mode"):
         retriever.retrieve_mode("shop", "refund", 3, "bm25")  # type: ignore[arg-type]
     index, sparse, dense = setup
+    with pytest.raises(ValueError, match="fusion"):
+        Retriever(sparse, dense, index, prefetch_k=10, fusion="adaptive", rrf_k=60)
     with pytest.raises(ValueError, match="prefetch_k"):
         Retriever(sparse, dense, index, prefetch_k=0, fusion="rrf", rrf_k=60)

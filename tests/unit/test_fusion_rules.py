@@ -56,15 +56,25 @@ def test_union_of_both_lists_and_empty_inputs(name: str) -> None:
     assert set(_ids(both)) == {"s", "d", "e"}
 
 
-def test_zscore_uses_exact_scores_for_candidates_the_other_list_missed() -> None:
-    sparse = [("s1", 10.0), ("s2", 8.0), ("s3", 6.0), ("s4", 4.0)]
-    dense = [("d1", 0.80), ("d2", 0.70), ("d3", 0.60), ("d4", 0.50)]
-    blind = fusion.zscore(sparse, dense)
-    # d4 is dense's weakest, but its true sparse score beats every sparse-listed document
-    told = fusion.zscore(sparse, dense, sparse_exact={"d4": 12.0}, dense_exact={"s1": 0.3})
-    assert _ids(blind).index("d4") > _ids(told).index("d4")
-    assert _ids(told)[0] == "d4"
-    assert _ids(told).index("s1") > _ids(blind).index("s1")  # s1's poor dense score now counts against it
+def test_zscore_keeps_score_gaps_that_ranks_lose() -> None:
+    # sparse is sure of "a" (a wide gap); dense barely prefers "b" over "a": z-scores keep "a" first,
+    # while RRF sees two first places and lets the id order decide.
+    sparse = [("a", 30.0), ("b", 5.0), ("c", 4.0), ("d", 3.0)]
+    dense = [("b", 0.61), ("a", 0.60), ("c", 0.30), ("d", 0.20)]
+    assert _ids(fusion.zscore(sparse, dense))[0] == "a"
+    assert fusion.rrf([_ids(sparse), _ids(dense)])["a"] == pytest.approx(
+        fusion.rrf([_ids(sparse), _ids(dense)])["b"]
+    )
+
+
+def test_zscore_gives_missing_candidates_the_lists_floor() -> None:
+    sparse = [("s1", 9.0), ("s2", 3.0)]  # z: +1, -1
+    dense = [("d1", 0.9), ("d2", 0.5), ("s1", 0.1)]
+    fused = dict(fusion.zscore(sparse, dense))
+    z_d = {"d1": 1.2247448713915887, "d2": 0.0, "s1": -1.2247448713915887}
+    assert fused["d1"] == pytest.approx(z_d["d1"] - 1.0)  # sparse floor is s2's z
+    assert fused["s2"] == pytest.approx(-1.0 + z_d["s1"])  # dense floor is its lowest z
+    assert fused["s1"] == pytest.approx(1.0 + z_d["s1"])
 
 
 def test_zscore_is_invariant_to_each_retrievers_scale_and_offset() -> None:

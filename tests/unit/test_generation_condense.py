@@ -113,3 +113,36 @@ def test_llm_failure_propagates_for_the_caller_to_handle(prompts: PromptLibrary)
 
 def test_fallback_query_without_a_user_turn_is_the_question() -> None:
     assert fallback_query([ChatMessage(role="assistant", content="Hello!")], " price? ") == "price?"
+
+
+def test_rewrite_about_something_the_conversation_never_mentioned_is_rejected(prompts: PromptLibrary) -> None:
+    llm = ScriptedLLM("What is the return policy for shoes?\n")
+    assert condense_question(llm, prompts, HISTORY, "is it fast?") == "What is Qdrant Edge? is it fast?"
+
+
+def test_rewrite_may_rephrase_with_a_few_new_words(prompts: PromptLibrary) -> None:
+    llm = ScriptedLLM("How quickly does Qdrant Edge answer a query?\n")
+    out = condense_question(llm, prompts, HISTORY, "how quickly does it answer a query?")
+    assert out == "How quickly does Qdrant Edge answer a query?"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "User: What is Qdrant Edge?\n",  # an earlier turn copied back
+        "Qdrant Edge is the embedded vector engine [1].\n",  # the previous answer copied back
+        "Qdrant Edge runs inside the ragbot process.\n",  # an answer: the follow-up's words are gone
+    ],
+)
+def test_copies_and_answers_are_not_rewrites(prompts: PromptLibrary, reply: str) -> None:
+    llm = ScriptedLLM(reply)
+    assert (
+        condense_question(llm, prompts, HISTORY, "how fast is it?") == "What is Qdrant Edge? how fast is it?"
+    )
+
+
+def test_rephrasing_that_resolves_nothing_falls_back(prompts: PromptLibrary) -> None:
+    llm = ScriptedLLM("How fast is this?\n")
+    assert (
+        condense_question(llm, prompts, HISTORY, "how fast is it?") == "What is Qdrant Edge? how fast is it?"
+    )

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from ragbot.index.base import Candidate
 from ragbot.index.points import (
     PointFormatError,
     check_bot_id,
@@ -17,7 +18,7 @@ from ragbot.index.points import (
     point_id,
     sparse_from_pairs,
 )
-from ragbot.index.scoring import ScoredId, assemble_hits, check_fusion, engine_rrf_k
+from ragbot.index.scoring import ScoredId, assemble_candidates, assemble_hits, check_fusion, engine_rrf_k
 from ragbot.types import Chunk, SparseVector
 
 pytestmark = pytest.mark.unit
@@ -133,6 +134,25 @@ def test_assemble_hits_annotates_component_scores_and_ranks() -> None:
     assert (hits[0].dense_score, hits[0].dense_rank) == (None, None)
     with pytest.raises(ValueError, match="payload"):
         assemble_hits([ScoredId("p1", 1.0)], [], [])
+
+
+def test_assemble_candidates_unions_both_lists_with_exact_scores() -> None:
+    def ids(chunk_id: str) -> dict[str, str]:
+        return {"chunk_id": chunk_id}
+
+    got = assemble_candidates(
+        sparse=[ScoredId("p1", 3.0, ids("c1"))],
+        dense=[ScoredId("p2", 0.9, ids("c2")), ScoredId("p1", 0.5, ids("c1"))],
+        sparse_exact={},  # p2 shares no term with the query
+        dense_exact={},
+    )
+    assert got == [Candidate("c1", 3.0, 0.5, 1, 2), Candidate("c2", 0.0, 0.9, None, 1)]
+    rescored = assemble_candidates([ScoredId("p1", 3.0, ids("c1"))], [], {}, {"p1": 0.25})
+    assert rescored == [Candidate("c1", 3.0, 0.25, 1, None)]
+    with pytest.raises(ValueError, match="dense"):
+        assemble_candidates([ScoredId("p1", 3.0, ids("c1"))], [], {}, {})
+    with pytest.raises(ValueError, match="chunk id"):
+        assemble_candidates([ScoredId("p1", 3.0, {})], [], {}, {"p1": 0.1})
 
 
 def test_engine_rrf_k_and_fusion_names() -> None:

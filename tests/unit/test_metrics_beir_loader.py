@@ -70,7 +70,7 @@ def test_missing_files_and_unjudged_sets_are_refused(tmp_path: Path) -> None:
     with pytest.raises(BeirFormatError, match="not a directory"):
         load_beir(tmp_path / "absent")
     folder = _write(tmp_path / "x", [{"_id": "d1", "text": "ok"}], [{"_id": "q", "text": "ok"}], "q\td1\t0\n")
-    with pytest.raises(BeirFormatError, match="no query .* positive judgment"):
+    with pytest.raises(BeirFormatError, match=r"no query .* positive judgment"):
         load_beir(folder)
     (folder / "qrels" / "test.tsv").unlink()
     with pytest.raises(BeirFormatError, match="missing qrels file"):
