@@ -53,7 +53,10 @@ class Settings(BaseSettings):
     # --- retrieval ---------------------------------------------------------------
     top_k: int = 5
     prefetch_k: int = 50
-    fusion: str = Field(default="rrf", description="rrf | dbsf | adaptive")
+    fusion: str = Field(
+        default="zscore",
+        description="rrf | dbsf (in the engine) | zscore (standardised scores; benchmarks/FUSION.md)",
+    )
     rrf_k: int = 60
     min_relevance: float | None = Field(
         default=None,

@@ -34,6 +34,10 @@ def create_app(
         app.state.runtime = rt
         if warmup:
             _ = rt.engine, rt.index, rt.retriever
+            warm_up = getattr(rt.llm, "warm_up", None)
+            if callable(warm_up):
+                warm_up()
+            rt.jobs.recover_interrupted()
         try:
             yield
         finally:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ragbot.config import Settings
 from ragbot.db import repositories as repo
 from ragbot.db.session import session_scope
+from ragbot.generation.attribution import attribute_sources
 from ragbot.generation.base import ChatLLM, ChatMessage, LLMError, LLMStreamInterruptedError
 from ragbot.generation.citations import CitationStreamParser
 from ragbot.generation.condense import condense_question
@@ -102,6 +103,14 @@ def build_citations(hits: Sequence[Hit], cited: Sequence[int]) -> list[Citation]
                 )
             )
     return out
+
+
+def _answering_model(llm: ChatLLM | None, configured: str) -> str:
+    """The deployment that actually answered (a fallback, say), else the configured model."""
+    if llm is None:
+        return configured
+    last = getattr(llm, "last_model", None)
+    return str(last) if last else llm.model_name
 
 
 class ChatService:
@@ -201,13 +210,14 @@ class ChatService:
             yield from self._refuse(bot_id, conv_id, question, standalone, hits, started)
             return
 
-        parser = CitationStreamParser(len(hits))
+        sources: Sequence[Hit] = hits
+        parser = CitationStreamParser(len(sources))
         parts: list[str] = []
         status = MessageStatus.COMPLETE
         try:
             if llm is None:
                 llm = self._llm_factory()
-            messages = self._prompts.answer_messages(
+            prompt = self._prompts.build_answer(
                 standalone if history else question,
                 hits,
                 history,
@@ -216,7 +226,9 @@ class ChatService:
                 max_answer_tokens=settings.llm_max_tokens,
                 count_tokens=llm.count_tokens,
             )
-            for delta in llm.stream(messages):
+            sources = prompt.sources  # sources that did not fit the window are not numbered
+            parser = CitationStreamParser(len(sources))
+            for delta in llm.stream(prompt.messages):
                 visible = parser.feed(delta)
                 if visible:
                     parts.append(visible)
@@ -233,9 +245,19 @@ class ChatService:
             yield ChatEvent(EventType.DELTA, {"text": tail})
         answer = "".join(parts).strip()
         if parser.dropped:
-            log.warning("dropped citation markers %s (only %d sources)", parser.dropped, len(hits))
+            log.warning("dropped citation markers %s (only %d sources)", parser.dropped, len(sources))
 
-        citations = build_citations(hits, parser.cited) if status is not MessageStatus.FAILED else []
+        cited = list(parser.cited)
+        if status is MessageStatus.COMPLETE and answer and not cited:
+            # Small models often answer from a source without writing its marker: attribute the answer
+            # to the sources that support it (content-word overlap above a floor), and show the markers.
+            cited = attribute_sources(answer, [h.chunk.text for h in sources])
+            if cited:
+                markers = " " + "".join(f"[{n}]" for n in cited)
+                answer += markers
+                yield ChatEvent(EventType.DELTA, {"text": markers})
+
+        citations = build_citations(sources, cited) if status is not MessageStatus.FAILED else []
         latency_ms = (time.perf_counter() - started) * 1000
         with session_scope(self._sessions) as s:
             bot_msg = repo.add_message(
@@ -247,15 +269,15 @@ class ChatService:
                 status=status,
                 error=error,
                 standalone_query=standalone,
-                model=llm.model_name if llm is not None else settings.llm_model,
+                model=_answering_model(llm, settings.llm_model),
                 latency_ms=latency_ms,
             )
             repo.add_citations(s, bot_id, bot_msg.id, citations)
             repo.add_retrieval_log(s, bot_id, bot_msg.id, standalone, hits, {c.chunk.id for c in citations})
             message_id = bot_msg.id
 
-        cited = [citation_to_dict(c) for c in citations]
-        for c in cited:
+        cited_out = [citation_to_dict(c) for c in citations]
+        for c in cited_out:
             yield ChatEvent(EventType.CITATION, c)
         if error is not None:
             yield ChatEvent(
@@ -268,7 +290,7 @@ class ChatService:
                 "message_id": message_id,
                 "answer": answer,
                 "status": status.value,
-                "citations": cited,
+                "citations": cited_out,
                 "standalone_query": standalone,
                 "error": error,
                 "latency_ms": round(latency_ms, 1),
