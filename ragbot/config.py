@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     llm_api_key: str | None = None
     llm_fallbacks: list[str] = Field(default_factory=list)
     llm_temperature: float = 0.1
-    llm_max_tokens: int = 256
+    llm_max_tokens: int = 160
     llm_connect_timeout_s: float = 5.0
     llm_first_token_timeout_s: float = 60.0
     llm_total_timeout_s: float = 180.0
