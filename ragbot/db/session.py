@@ -16,6 +16,7 @@ commits the visitor's message before the model runs and writes the answer in a s
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,8 +91,13 @@ def make_engine(url: str, *, busy_timeout_s: float | None = None) -> Engine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
-            if not in_memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
+            if not in_memory and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                try:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                except sqlite3.OperationalError as exc:
+                    # WAL is a property of the file: another process starting at the same moment holds
+                    # the lock and is switching it; this connection works either way.
+                    log.info("journal_mode=WAL not set on this connection: %s", exc)
         finally:
             cursor.close()
 
