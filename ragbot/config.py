@@ -59,8 +59,12 @@ class Settings(BaseSettings):
     )
     rrf_k: int = 60
     min_relevance: float | None = Field(
-        default=None,
-        description="Calibrated floor on the top hit; below it the bot refuses without an LLM call.",
+        default=0.20,
+        description=(
+            "Floor on the top hit's dense cosine; below it the bot refuses without an LLM call. 0.20 is "
+            "calibrated for the packaged MiniLM by benchmarks/calibrate_refusal.py; recalibrate (or set "
+            "None) when RAGBOT_DENSE_MODEL changes."
+        ),
     )
 
     # --- generation --------------------------------------------------------------

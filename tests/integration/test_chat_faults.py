@@ -109,3 +109,12 @@ def test_irrelevant_question_is_refused_without_an_llm_call(base: Runtime) -> No
     with session_scope(runtime.session_factory) as s:
         gaps = repo.list_unanswered(s, BOT)
     assert any("swallow" in g.question for g in gaps)
+
+
+def test_default_floor_refuses_off_topic_but_answers_on_topic(base: Runtime, katan_echo: KatanServer) -> None:
+    off_topic = _runtime(base, "http://127.0.0.1:9/v1").chat_service.ask(
+        BOT, "what is the capital of australia"
+    )
+    assert off_topic.status == "refused"
+    on_topic = _runtime(base, katan_echo.base_url).chat_service.ask(BOT, "How do I install ragbot?")
+    assert on_topic.status == "complete"
