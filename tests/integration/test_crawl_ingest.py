@@ -7,11 +7,12 @@ measured, not assumed; the site's request log proves no disallowed URL was ever 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.encoders import CountingEncoder
 from fixtures.site import FixtureSite
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,7 +21,6 @@ from ragbot.chunking import document_id
 from ragbot.config import Settings
 from ragbot.db.models import DocumentRow, IngestJob
 from ragbot.db.session import make_engine, make_session_factory, migrate
-from ragbot.encoders import load_dense_encoder, load_sparse_encoder
 from ragbot.index.edge import EdgeIndex
 from ragbot.services.ingest import IngestService, ProgressEvent, connector_for
 from ragbot.services.jobs import IngestJobs
@@ -30,25 +30,9 @@ pytestmark = pytest.mark.integration
 BOT = "crawl-bot"
 
 
-class CountingEncoder:
-    """Delegates to a real encoder and records every document text it is asked to encode."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.texts: list[str] = []
-
-    def encode_documents(self, texts: Sequence[str]) -> Any:
-        self.texts.extend(texts)
-        return self.inner.encode_documents(texts)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 @pytest.fixture(scope="module")
-def encoders() -> tuple[Any, Any]:
-    settings = Settings()
-    return load_sparse_encoder(settings), load_dense_encoder(settings)
+def encoders(real_sparse_encoder: Any, real_dense_encoder: Any) -> tuple[Any, Any]:
+    return real_sparse_encoder, real_dense_encoder
 
 
 @pytest.fixture

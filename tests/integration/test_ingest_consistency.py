@@ -15,10 +15,8 @@ from sqlalchemy import select
 from connectors.base import Fetched, FetchResult, KnownDocument
 from connectors.files import FileConnector
 from ragbot.chunking import document_id
-from ragbot.config import Settings
 from ragbot.db.models import Bot, DocumentRow
 from ragbot.db.session import make_engine, make_session_factory, migrate
-from ragbot.encoders import load_dense_encoder, load_sparse_encoder
 from ragbot.index.edge import EdgeIndex
 from ragbot.services.ingest import IngestService
 from ragbot.types import EncodedChunk, Segment, SourceDocument
@@ -57,9 +55,8 @@ class BreaksHalfway:
 
 
 @pytest.fixture(scope="module")
-def encoders() -> tuple[Any, Any]:
-    settings = Settings()
-    return load_sparse_encoder(settings), load_dense_encoder(settings)
+def encoders(real_sparse_encoder: Any, real_dense_encoder: Any) -> tuple[Any, Any]:
+    return real_sparse_encoder, real_dense_encoder
 
 
 @pytest.fixture

@@ -4,13 +4,14 @@ uploads and tenancy, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fixtures.documents import encrypt_pdf, make_docx, make_pdf
+from fixtures.encoders import CountingEncoder
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,7 +20,6 @@ from ragbot.chunking import chunk_document
 from ragbot.config import Settings
 from ragbot.db.models import DocumentRow, Source
 from ragbot.db.session import make_engine, make_session_factory, migrate
-from ragbot.encoders import load_dense_encoder, load_sparse_encoder
 from ragbot.index.edge import EdgeIndex
 from ragbot.services.ingest import IngestService, connector_for
 from ragbot.types import Segment, SourceDocument
@@ -48,23 +48,9 @@ Butter must stay at twelve degrees during folding.
 """
 
 
-class CountingEncoder:
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.texts: list[str] = []
-
-    def encode_documents(self, texts: Sequence[str]) -> Any:
-        self.texts.extend(texts)
-        return self.inner.encode_documents(texts)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 @pytest.fixture(scope="module")
-def encoders() -> tuple[Any, Any]:
-    settings = Settings()
-    return load_sparse_encoder(settings), load_dense_encoder(settings)
+def encoders(real_sparse_encoder: Any, real_dense_encoder: Any) -> tuple[Any, Any]:
+    return real_sparse_encoder, real_dense_encoder
 
 
 @dataclass
