@@ -137,7 +137,13 @@ def main() -> None:
     mlm = AutoModelForMaskedLM.from_pretrained(sparse_path, dtype=torch.float32).eval()
     ours = SpladeEncoder(args.sparse_model, max_length=args.max_length, batch_size=args.batch_size)
     dense = TransformerDenseEncoder(
-        args.dense_model, max_length=settings.dense_max_length, batch_size=args.batch_size
+        args.dense_model, max_length=settings.dense_max_length, batch_size=args.batch_size, precision="fp32"
+    )
+    dense_fast = TransformerDenseEncoder(
+        args.dense_model,
+        max_length=settings.dense_max_length,
+        batch_size=args.batch_size,
+        precision=settings.dense_precision,
     )
     lengths = [len(ids) for ids in tokenizer(docs, truncation=True, max_length=args.max_length)["input_ids"]]
     print(
@@ -149,6 +155,7 @@ def main() -> None:
     naive_splade(mlm, tokenizer, warmup, args.max_length, args.batch_size)
     ours.encode_documents(warmup)
     dense.encode_documents(warmup)
+    dense_fast.encode_documents(warmup)
     naive_rate, naive_cpu, naive_out = median_rate(
         lambda: naive_splade(mlm, tokenizer, docs, args.max_length, args.batch_size), len(docs), args.repeats
     )
@@ -161,9 +168,21 @@ def main() -> None:
     max_diff = float((ours_dense - naive_out).abs().max())
     same_terms = bool(torch.equal(ours_dense > 0, naive_out > 0))
     terms = statistics.mean(len(v.indices) for v in ours_out)
-    dense_rate, dense_cpu, _ = median_rate(lambda: dense.encode_documents(docs), len(docs), args.repeats)
+    dense_rate, dense_cpu, dense_out = median_rate(
+        lambda: dense.encode_documents(docs), len(docs), args.repeats
+    )
+    fast_rate, fast_cpu, fast_out = median_rate(
+        lambda: dense_fast.encode_documents(docs), len(docs), args.repeats
+    )
+    assert isinstance(dense_out, list)
+    assert isinstance(fast_out, list)
+    min_cos = float((torch.tensor(dense_out) * torch.tensor(fast_out)).sum(dim=1).min())
     sparse_p50, sparse_p95 = latencies_ms(ours.encode_query, queries, args.repeats)
     dense_p50, dense_p95 = latencies_ms(dense.encode_query, queries, args.repeats)
+    fast_p50, fast_p95 = latencies_ms(dense_fast.encode_query, queries, args.repeats)
+    both_p50, both_p95 = latencies_ms(
+        lambda q: (ours.encode_query(q), dense_fast.encode_query(q)), queries, args.repeats
+    )
 
     print(f"{'':<34}{'docs/s':>10}{'docs/cpu-s':>12}")
     print(f"{'SPLADE naive HF (full logits)':<34}{naive_rate:>10.1f}{naive_cpu:>12.1f}")
@@ -175,9 +194,18 @@ def main() -> None:
         f"{'  max |ours - naive|':<34}{max_diff:>10.2e}   "
         f"same nonzero terms: {same_terms}, {terms:.0f} terms/passage"
     )
-    print(f"{'dense TransformerDenseEncoder':<34}{dense_rate:>10.1f}{dense_cpu:>12.1f}   dim {dense.dim}")
+    dense_label = "dense TransformerDenseEncoder fp32"
+    print(f"{dense_label:<34}{dense_rate:>10.1f}{dense_cpu:>12.1f}   dim {dense.dim}")
+    print(
+        f"{f'dense, precision={settings.dense_precision}':<34}{fast_rate:>10.1f}{fast_cpu:>12.1f}   "
+        f"x{fast_rate / dense_rate:.1f} wall vs fp32, runs {dense_fast.precision}, "
+        f"min cosine to fp32 {min_cos:.6f}"
+    )
     print(f"{'query latency SPLADE':<34}{sparse_p50:>10.2f} ms p50 {sparse_p95:8.2f} ms p95")
-    print(f"{'query latency dense':<34}{dense_p50:>10.2f} ms p50 {dense_p95:8.2f} ms p95")
+    print(f"{'query latency dense fp32':<34}{dense_p50:>10.2f} ms p50 {dense_p95:8.2f} ms p95")
+    fast_label = f"query latency dense {dense_fast.precision}"
+    print(f"{fast_label:<34}{fast_p50:>10.2f} ms p50 {fast_p95:8.2f} ms p95")
+    print(f"{'query latency both (product)':<34}{both_p50:>10.2f} ms p50 {both_p95:8.2f} ms p95")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,13 @@ class Settings(BaseSettings):
         default="", description='Instruction for e5/bge-style models, e.g. "query: ".'
     )
     dense_document_prefix: str = Field(default="", description='e.g. "passage: " for e5 models.')
+    dense_precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description=(
+            "Linear layers of the dense encoder in bf16 where the hardware has native bf16 products "
+            "(auto), always (bf16) or never (fp32). bf16 is 2-3x faster on such CPUs, cosine >= 0.9999."
+        ),
+    )
 
     # --- chunking ----------------------------------------------------------------
     chunk_max_tokens: int = 200

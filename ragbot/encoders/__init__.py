@@ -49,4 +49,5 @@ def load_dense_encoder(settings: Settings) -> DenseEncoder:
         batch_size=settings.encode_batch_size,
         query_prefix=settings.dense_query_prefix,
         document_prefix=settings.dense_document_prefix,
+        precision=settings.dense_precision,
     )

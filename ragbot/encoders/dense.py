@@ -20,6 +20,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from ragbot.encoders.batching import SerialTokenizer, check_texts, padded_batches
 from ragbot.encoders.packaged import resolve_model_path
+from ragbot.encoders.precision import Precision, resolve_precision, use_bf16_linears
 
 __all__ = ["Pooling", "TransformerDenseEncoder", "cls_pool", "mean_pool"]
 
@@ -71,6 +72,7 @@ class TransformerDenseEncoder:
         pooling: Pooling | None = None,
         normalize: bool = True,
         device: str = "cpu",
+        precision: Precision = "fp32",
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -92,6 +94,10 @@ class TransformerDenseEncoder:
         self._tokenizer = SerialTokenizer(AutoTokenizer.from_pretrained(path))
         self._model = AutoModel.from_pretrained(path, dtype=torch.float32).to(self._device).eval()
         self._dim = int(self._model.config.hidden_size)
+        #: What the linear layers really run in: ``precision`` with ``auto`` resolved for this device.
+        self.precision = resolve_precision(precision, self._device)
+        if self.precision == "bf16":
+            use_bf16_linears(self._model)
 
     @property
     def dim(self) -> int:

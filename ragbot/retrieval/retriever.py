@@ -75,17 +75,20 @@ class Retriever:
         return self._explain(bot_id, q_sparse, hits) if q_sparse is not None else hits
 
     def _hybrid(self, bot_id: str, q_sparse: SparseVector, q_dense: Sequence[float], top_k: int) -> list[Hit]:
+        # Each retriever must offer at least top_k candidates, or a deep request (an evaluation's Recall@100)
+        # would be cut to the prefetch union and rank worse than either retriever alone.
+        prefetch_k = max(self._prefetch_k, top_k)
         if self._engine_fusion is not None:
             return self._index.hybrid_search(
                 bot_id,
                 q_sparse,
                 q_dense,
                 top_k,
-                self._prefetch_k,
+                prefetch_k,
                 fusion=self._engine_fusion,
                 rrf_k=self._rrf_k,
             )
-        candidates = self._index.hybrid_candidates(bot_id, q_sparse, q_dense, self._prefetch_k)
+        candidates = self._index.hybrid_candidates(bot_id, q_sparse, q_dense, prefetch_k)
         ranked = fuse_candidates(self._fusion, candidates, rrf_k=self._rrf_k)[:top_k]
         chunks = self._index.chunks(bot_id, [c.chunk_id for c, _ in ranked])
         return [

@@ -121,3 +121,23 @@ def test_loader_follows_settings() -> None:
     encoder: Any = load_dense_encoder(settings)
     assert isinstance(encoder, DenseEncoder)
     assert (encoder.max_length, encoder.batch_size, encoder.query_prefix) == (64, 7, "q: ")
+
+
+def test_bf16_linears_stay_within_cosine_0_9999_of_fp32(encoder: TransformerDenseEncoder) -> None:
+    fast = TransformerDenseEncoder(PACKAGED_DENSE, max_length=128, batch_size=2, precision="bf16")
+    assert fast.precision == "bf16"
+    exact = torch.tensor(encoder.encode_documents(TEXTS))
+    approx = torch.tensor(fast.encode_documents(TEXTS))
+    cosines = (exact * approx).sum(dim=1)
+    assert float(cosines.min()) >= 0.9999
+    query = "I forgot my password, how can I change it?"
+    assert dot(fast.encode_query(query), encoder.encode_query(query)) >= 0.9999
+
+
+def test_settings_choose_the_precision() -> None:
+    exact = load_dense_encoder(Settings(dense_precision="fp32"))
+    assert isinstance(exact, TransformerDenseEncoder)
+    assert exact.precision == "fp32"
+    auto = load_dense_encoder(Settings())
+    assert isinstance(auto, TransformerDenseEncoder)
+    assert auto.precision in ("fp32", "bf16")  # bf16 exactly where the CPU multiplies bf16 natively

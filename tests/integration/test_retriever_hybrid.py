@@ -197,3 +197,12 @@ def test_bad_requests_are_refused(setup) -> None:  # type: ignore[no-untyped-def
         Retriever(sparse, dense, index, prefetch_k=10, fusion="adaptive", rrf_k=60)
     with pytest.raises(ValueError, match="prefetch_k"):
         Retriever(sparse, dense, index, prefetch_k=0, fusion="rrf", rrf_k=60)
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "zscore"])
+def test_a_deep_request_is_not_cut_to_the_prefetch(setup, fusion: str) -> None:  # type: ignore[no-untyped-def]
+    index, sparse, dense = setup
+    shallow = Retriever(sparse, dense, index, prefetch_k=1, fusion=fusion, rrf_k=60)
+    deep = shallow.retrieve("shop", "cancel my orders", top_k=len(DOCS))
+    assert len(deep) == len(DOCS)  # each retriever was asked for top_k, not for the prefetch of 1
+    assert deep[0].chunk.source_id == "cancel"
