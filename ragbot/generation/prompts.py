@@ -21,6 +21,7 @@ made standalone), then as many of the most recent history turns as still fit.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,14 @@ MIN_SOURCE_TOKENS = 32
 
 
 def default_prompts_dir() -> Path:
-    """The repository's ``prompts/`` folder (the package is installed editable from the repository)."""
-    return Path(__file__).resolve().parents[2] / "prompts"
+    """The repository's ``prompts/`` folder for an editable install, else the copy a wheel installs.
+
+    A wheel carries ``prompts/*.md`` as data files under ``<prefix>/share/ragbot/prompts``.
+    """
+    checkout = Path(__file__).resolve().parents[2] / "prompts"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "ragbot" / "prompts"
 
 
 @dataclass(frozen=True, slots=True)
