@@ -392,6 +392,189 @@ def rule_consensus_prf(k: int, beta: float) -> Rule:
     return run
 
 
+# --------------------------------------------------------------------------- second study (see FUSION.md)
+
+
+def _exact_union(v: QueryView) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The candidate union with both exact scores, each z-scored by its own top list's statistics."""
+    union = sorted({d for d, _ in v.sparse} | {d for d, _ in v.dense})
+    es, ed = v.exact_sparse(union), v.exact_dense(union)
+    ss, dd = np.array([x for _, x in v.sparse]), np.array([x for _, x in v.dense])
+    a = (np.array([es[d] for d in union]) - ss.mean()) / (ss.std() or 1.0)
+    b = (np.array([ed[d] for d in union]) - dd.mean()) / (dd.std() or 1.0)
+    return union, a, b
+
+
+def _minmax_union(v: QueryView) -> tuple[list[str], np.ndarray, np.ndarray]:
+    union = sorted({d for d, _ in v.sparse} | {d for d, _ in v.dense})
+    es, ed = v.exact_sparse(union), v.exact_dense(union)
+    ss, dd = np.array([x for _, x in v.sparse]), np.array([x for _, x in v.dense])
+    a = np.clip((np.array([es[d] for d in union]) - ss.min()) / (np.ptp(ss) or 1.0), 0, None)
+    b = np.clip((np.array([ed[d] for d in union]) - dd.min()) / (np.ptp(dd) or 1.0), 0, None)
+    return union, a, b
+
+
+def _ranked(union: Sequence[str], score: np.ndarray) -> Ranked:
+    return fusion.sort_scores(dict(zip(union, score.tolist(), strict=True)))
+
+
+def rule_combmnz() -> Rule:
+    """CombMNZ (Fox & Shaw 1994): min-max scores summed, times the number of lists that returned the doc."""
+
+    def run(v: QueryView) -> Ranked:
+        union, a, b = _minmax_union(v)
+        s_ids, d_ids = {d for d, _ in v.sparse}, {d for d, _ in v.dense}
+        hits = np.array([(d in s_ids) + (d in d_ids) for d in union], dtype=float)
+        return _ranked(union, (a + b) * hits)
+
+    return run
+
+
+def rule_geometric() -> Rule:
+    """Geometric mean of min-max scores: a candidate must be good for both retrievers."""
+
+    def run(v: QueryView) -> Ranked:
+        union, a, b = _minmax_union(v)
+        return _ranked(union, np.sqrt(a * b) + 1e-6 * (a + b))
+
+    return run
+
+
+def rule_max_z() -> Rule:
+    def run(v: QueryView) -> Ranked:
+        union, a, b = _exact_union(v)
+        return _ranked(union, np.maximum(a, b))
+
+    return run
+
+
+def rule_tm2c2(alpha: float) -> Rule:
+    """Bruch et al. 2023: theoretical-min / observed-max scaling (SPLADE min 0, cosine min -1), convex mix."""
+
+    def run(v: QueryView) -> Ranked:
+        union = sorted({d for d, _ in v.sparse} | {d for d, _ in v.dense})
+        es, ed = v.exact_sparse(union), v.exact_dense(union)
+        top_s, top_d = v.sparse[0][1], v.dense[0][1]
+        score = {d: (1 - alpha) * es[d] / top_s + alpha * (ed[d] + 1) / (top_d + 1) for d in union}
+        return fusion.sort_scores(score)
+
+    return run
+
+
+def rule_sparse_rm3(lam: float, dense_beta: float = 0.0, weights: tuple[float, float] = (1.0, 1.0)) -> Rule:
+    """RM3-like SPLADE feedback from consensus documents, one extra search per retriever, then z-fusion.
+
+    Feedback documents: the exact-union z-fused top 10 that both retrievers also ranked in their own top 10.
+    Sparse query: ``(1 - lam) q / |q|_1 + lam * mean(d / |d|_1)``; dense query (if ``dense_beta``):
+    ``q + dense_beta * mean(d)``. Each new query searches the whole corpus again (its top ``prefetch``
+    gives the z statistics) and the union of old and new candidates is re-fused.
+    """
+    ws, wd = weights
+
+    def run(v: QueryView) -> Ranked:
+        union, a, b = _exact_union(v)
+        base = _ranked(union, ws * a + wd * b)
+        top_s, top_d = {d for d, _ in v.sparse[:10]}, {d for d, _ in v.dense[:10]}
+        feedback = [d for d, _ in base[:10] if d in top_s and d in top_d]
+        if not feedback:
+            return base
+        sc, n = v.scores, len(v.sparse)
+        docs = sc.doc_sparse[v.doc_rows(feedback)].astype(np.float64)
+        docs = sp.diags(1 / np.maximum(np.asarray(docs.sum(1)).ravel(), 1e-9)) @ docs
+        q = v.query_sparse.toarray().ravel().astype(np.float64)
+        q2 = (1 - lam) * q / max(q.sum(), 1e-9) + lam * np.asarray(docs.mean(0)).ravel()
+        s_all = np.asarray(sc.doc_sparse @ q2).ravel()
+        d_all = sc.dense[v.qi]
+        if dense_beta:
+            d_all = sc.doc_dense @ (v.query_dense + dense_beta * sc.doc_dense[v.doc_rows(feedback)].mean(0))
+        s_top, d_top = np.sort(s_all)[::-1][:n], np.sort(d_all)[::-1][:n]
+        rows = set(np.argpartition(-s_all, n - 1)[:n]) | set(np.argpartition(-d_all, n - 1)[:n])
+        cand = sorted(set(union) | {sc.doc_ids[i] for i in rows})
+        r = np.array(v.doc_rows(cand))
+        za = (s_all[r] - s_top.mean()) / (s_top.std() or 1.0)
+        zb = (d_all[r] - d_top.mean()) / (d_top.std() or 1.0)
+        return _ranked(cand, ws * za + wd * zb)
+
+    return run
+
+
+def rule_regularised(alpha: float, k: int) -> Rule:
+    """Score regularisation (Diaz 2005): fused z-scores of the top k smoothed over their dense kNN graph."""
+
+    def run(v: QueryView) -> Ranked:
+        union, a, b = _exact_union(v)
+        f = a + b
+        top = np.argsort(-f, kind="stable")[:k]
+        emb = v.scores.doc_dense[v.doc_rows([union[i] for i in top])]
+        w = np.clip(emb @ emb.T, 0, None)
+        np.fill_diagonal(w, 0)
+        w /= np.maximum(w.sum(1, keepdims=True), 1e-9)
+        f = f.copy()
+        f[top] = (1 - alpha) * f[top] + alpha * (w @ f[top])
+        return _ranked(union, f)
+
+    return run
+
+
+# Rules that first look at every query of the run (never at qrels) to set per-retriever weights.
+RunRule = Callable[[list[QueryView]], Rule]
+
+#: top-``CAL_K`` of the top-``CAL_DEPTH`` list decides the weight, whatever the prefetch.
+CAL_K, CAL_DEPTH = 10, 50
+
+
+def top_z(scores: Sequence[float], k: int = CAL_K, depth: int = CAL_DEPTH) -> float:
+    """Mean z-score of a list's first ``k`` scores, standardised over its first ``depth`` (best first)."""
+    xs = np.asarray(scores[:depth], dtype=np.float64)
+    sd = xs.std()
+    return float(((xs[:k] - xs.mean()) / sd).mean()) if sd > 0 else 0.0
+
+
+def calibrated_weights(qviews: Sequence[QueryView], temperature: float) -> tuple[float, float]:
+    """Label-free per-collection weights: the retriever whose top 10 stands further above its top 50,
+    on average over the run's queries, gets more weight. ``w_sparse = 2 sigmoid(t (g_s - g_d))``,
+    ``w_dense = 2 - w_sparse`` (equal statistics give the unweighted z-score sum)."""
+    gs = float(np.mean([top_z([x for _, x in v.sparse]) for v in qviews]))
+    gd = float(np.mean([top_z([x for _, x in v.dense]) for v in qviews]))
+    w = 1.0 / (1.0 + np.exp(-temperature * (gs - gd)))
+    return 2.0 * w, 2.0 * (1.0 - w)
+
+
+def zscore_weighted(
+    sparse: Sequence[tuple[str, float]], dense: Sequence[tuple[str, float]], w_sparse: float, w_dense: float
+) -> Ranked:
+    """The product's list-only z-score sum with per-retriever weights (candidate for fusion.py)."""
+    union = {d for ranked in (sparse, dense) for d, _ in ranked}
+    total = dict.fromkeys(union, 0.0)
+    for ranked, w in ((sparse, w_sparse), (dense, w_dense)):
+        xs = np.array([x for _, x in ranked])
+        sd = xs.std() or 1.0
+        z = {d: (x - xs.mean()) / sd for d, x in ranked}
+        floor = min(z.values())
+        for d in union:
+            total[d] += w * z.get(d, floor)
+    return fusion.sort_scores(total)
+
+
+def run_rule_calibrated(temperature: float, exact: bool) -> RunRule:
+    def make(qviews: list[QueryView]) -> Rule:
+        ws, wd = calibrated_weights(qviews, temperature)
+        if not exact:
+            return lambda v: zscore_weighted(v.sparse, v.dense, ws, wd)
+
+        def run(v: QueryView) -> Ranked:
+            union, a, b = _exact_union(v)
+            return _ranked(union, ws * a + wd * b)
+
+        return run
+
+    return make
+
+
+def run_rule_calibrated_rm3(temperature: float, lam: float, dense_beta: float) -> RunRule:
+    return lambda qviews: rule_sparse_rm3(lam, dense_beta, calibrated_weights(qviews, temperature))
+
+
 PRODUCT_RULE = "zscore = product"
 RULES: dict[str, Rule] = {
     "bm25": rule_single("bm25"),
@@ -408,6 +591,21 @@ RULES: dict[str, Rule] = {
     "zscore +bm25 (w=1)": rule_three_z(1.0),
     "zscore +bm25 (w=0.5)": rule_three_z(0.5),
     "zscore +consensus PRF": rule_consensus_prf(10, 0.5),
+    "combMNZ (minmax, exact union)": rule_combmnz(),
+    "geometric minmax": rule_geometric(),
+    "max of z": rule_max_z(),
+    "tm2c2 alpha=0.5": rule_tm2c2(0.5),
+    "tm2c2 alpha=0.7": rule_tm2c2(0.7),
+    "zscore +sparse RM3 (0.5)": rule_sparse_rm3(0.5),
+    "zscore +sparse RM3 (0.3) +dense PRF (0.3)": rule_sparse_rm3(0.3, 0.3),
+    "zscore regularised (0.3, top 10)": rule_regularised(0.3, 10),
+}
+CALIBRATED_RULE = "zcal t=20 (lists)"
+RUN_RULES: dict[str, RunRule] = {
+    "zcal t=15 (exact union)": run_rule_calibrated(15.0, exact=True),
+    "zcal t=20 (exact union)": run_rule_calibrated(20.0, exact=True),
+    CALIBRATED_RULE: run_rule_calibrated(20.0, exact=False),
+    "zcal t=20 +sparse RM3 (0.3) +dense PRF (0.3)": run_rule_calibrated_rm3(20.0, 0.3, 0.3),
 }
 
 
@@ -445,7 +643,10 @@ def main() -> None:
         ds = load_beir(folder)
         scores = encode_dataset(ds, args.cache, enc, args.max_length)
         qviews = views(scores, args.prefetch)
-        per[ds.name] = {name: per_query_ndcg(rule, qviews, scores, ds.qrels) for name, rule in RULES.items()}
+        rules = dict(RULES) | {name: make(qviews) for name, make in RUN_RULES.items()}
+        per[ds.name] = {name: per_query_ndcg(rule, qviews, scores, ds.qrels) for name, rule in rules.items()}
+        ws, wd = calibrated_weights(qviews, 20.0)
+        print(f"  {ds.name}: calibrated weights (t=20) sparse {ws:.2f} dense {wd:.2f}", file=sys.stderr)
         print(f"  {ds.name}: {len(ds.corpus)} docs, {len(ds.queries)} queries", file=sys.stderr)
     names = list(per)
     rng = np.random.default_rng(0)
@@ -454,7 +655,7 @@ def main() -> None:
         "| rule | " + " | ".join(names) + " | worst margin | mean margin | queries won/lost vs best single |"
     )
     print("|---" * (len(names) + 4) + "|")
-    for rule in RULES:
+    for rule in list(RULES) + list(RUN_RULES):
         margins, wins, losses = [], 0, 0
         for n in names:
             best = max(("sparse", "dense"), key=lambda r: float(per[n][r].mean()))
@@ -463,13 +664,14 @@ def main() -> None:
             wins, losses = wins + int((diff > 1e-9).sum()), losses + int((diff < -1e-9).sum())
         cells = " | ".join(f"{per[n][rule].mean():.3f}" for n in names)
         print(f"| {rule} | {cells} | {min(margins):+.3f} | {np.mean(margins):+.3f} | {wins}/{losses} |")
-    print("\n95% bootstrap interval of (rule - best single) per dataset, for the product rule:")
-    for n in names:
-        best = max(("sparse", "dense"), key=lambda r: float(per[n][r].mean()))
-        diff = per[n][PRODUCT_RULE] - per[n][best]
-        boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
-        lo, hi = np.percentile(boots, [2.5, 97.5])
-        print(f"  {n}: {diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] ({len(diff)} queries, best single: {best})")
+    for shown in (PRODUCT_RULE, CALIBRATED_RULE):
+        print(f"\n95% bootstrap interval of (rule - best single) per dataset, for {shown}:")
+        for n in names:
+            best = max(("sparse", "dense"), key=lambda r: float(per[n][r].mean()))
+            diff = per[n][shown] - per[n][best]
+            boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
+            lo, hi = np.percentile(boots, [2.5, 97.5])
+            print(f"  {n}: {diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] ({len(diff)} queries, best: {best})")
 
 
 if __name__ == "__main__":

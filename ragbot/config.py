@@ -62,8 +62,15 @@ class Settings(BaseSettings):
     top_k: int = 5
     prefetch_k: int = 50
     fusion: str = Field(
-        default="zscore",
-        description="rrf | dbsf (in the engine) | zscore (standardised scores; benchmarks/FUSION.md)",
+        default="zscore_calibrated",
+        description=(
+            "zscore_calibrated (standardised exact scores, per-bot weights learned from its queries) | "
+            "zscore (standardised scores, equal weights) | rrf | dbsf (in the engine); benchmarks/FUSION.md"
+        ),
+    )
+    fusion_calibration_queries: int = Field(
+        default=40,
+        description="zscore_calibrated: hybrid queries a bot needs before its learned weights apply.",
     )
     rrf_k: int = 60
     min_relevance: float | None = Field(

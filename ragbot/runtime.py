@@ -86,6 +86,7 @@ class Runtime:
 
     @cached_property
     def retriever(self) -> Retriever:
+        from ragbot.retrieval.calibration import FusionCalibration
         from ragbot.retrieval.retriever import Retriever
 
         return Retriever(
@@ -95,6 +96,7 @@ class Runtime:
             prefetch_k=self.settings.prefetch_k,
             fusion=self.settings.fusion,
             rrf_k=self.settings.rrf_k,
+            calibration=FusionCalibration(min_queries=self.settings.fusion_calibration_queries),
         )
 
     @cached_property

@@ -8,6 +8,7 @@ chunk (max over chunks). The ``bm25`` baseline is bm25s with Snowball stemming o
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import tempfile
@@ -25,10 +26,13 @@ from ragbot.types import Segment, SourceDocument
 
 if TYPE_CHECKING:
     from ragbot.retrieval.retriever import RetrievalMode, Retriever
+    from ragbot.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 MODES = ("bm25", "sparse", "dense", "hybrid")
+#: The depth the ranking metrics read (nDCG@10, MRR@10).
+SERVED_AT = 10
 EVAL_BOT = "beir-eval"
 
 
@@ -118,23 +122,55 @@ def _product_runs(
                 report.chunks,
                 time.monotonic() - started,
             )
-            # Hits are chunks: ask for enough of them to fill the top 100 documents. Hybrid keeps the
-            # configured prefetch, so its figures are the ones the product serves.
-            depth = RECALL_AT * max(1, math.ceil(report.chunks / len(dataset.corpus)))
+            # Hits are chunks: ask for enough of them to fill the top 100 documents.
+            per_doc = max(1, math.ceil(report.chunks / len(dataset.corpus)))
             doc_of = {connector.uri(doc): doc.id for doc in dataset.corpus}
-            retriever = runtime.retriever
-            return {mode: _runs(retriever, dataset, mode, depth, doc_of) for mode in modes}
+            retriever = _eval_retriever(runtime, settings)
+            if "hybrid" in modes:
+                # What a deployed bot has learned after answering these questions (the queries, no labels).
+                for query in dataset.queries.values():
+                    retriever.retrieve_mode(EVAL_BOT, query, 1, "hybrid")
+            return {mode: _runs(retriever, dataset, mode, per_doc, doc_of) for mode in modes}
         finally:
             runtime.close()
 
 
+def _eval_retriever(runtime: Runtime, settings: Settings) -> Retriever:
+    """The product's retriever, minus matched-term explanations (no metric reads them)."""
+    from ragbot.retrieval.calibration import FusionCalibration
+    from ragbot.retrieval.retriever import Retriever
+
+    return Retriever(
+        runtime.sparse_encoder,
+        runtime.dense_encoder,
+        runtime.index,
+        prefetch_k=settings.prefetch_k,
+        fusion=settings.fusion,
+        rrf_k=settings.rrf_k,
+        explain_terms=0,
+        calibration=FusionCalibration(min_queries=settings.fusion_calibration_queries),
+    )
+
+
 def _runs(
-    retriever: Retriever, dataset: BeirDataset, mode: str, depth: int, doc_of: Mapping[str, str]
+    retriever: Retriever, dataset: BeirDataset, mode: str, per_doc: int, doc_of: Mapping[str, str]
 ) -> dict[str, list[str]]:
+    """Each query's document ranking, 100 deep.
+
+    A hybrid ranking depends on how deep each retriever's list is (the fusion standardises scores over
+    them), so its first 10 come from the request the product serves (``prefetch_k`` candidates each) and
+    only ranks 11-100 from a deep request: nDCG@10 and MRR@10 measure what users get, Recall@100 the depth.
+    """
     runs: dict[str, list[str]] = {}
+    retrieval_mode = cast("RetrievalMode", mode)
     for qid, query in dataset.queries.items():
-        hits = retriever.retrieve_mode(EVAL_BOT, query, depth, cast("RetrievalMode", mode))
-        runs[qid] = best_chunk_per_doc((doc_of[h.chunk.uri] for h in hits), RECALL_AT)
+        hits = retriever.retrieve_mode(EVAL_BOT, query, RECALL_AT * per_doc, retrieval_mode)
+        ranked: Iterator[str] = (doc_of[h.chunk.uri] for h in hits)
+        if mode == "hybrid":
+            served = retriever.retrieve_mode(EVAL_BOT, query, SERVED_AT * per_doc, retrieval_mode)
+            head = best_chunk_per_doc([doc_of[h.chunk.uri] for h in served], SERVED_AT)
+            ranked = itertools.chain(head, ranked)
+        runs[qid] = best_chunk_per_doc(ranked, RECALL_AT)
     return runs
 
 

@@ -2,7 +2,8 @@
 
 Layout: one shard per collection at ``<path>/<collection>``, named vectors ``dense`` (cosine) and ``sparse``
 (dot product over SPLADE weights), keyword payload indexes on ``bot_id`` (marked as the tenant key) and
-``source_id``. Every read carries a ``bot_id`` filter.
+``source_id``. Every read carries a ``bot_id`` filter. The query logic is shared with the server backend
+(``ragbot.index.qdrant_base``); this module only translates it into ``qdrant_edge`` calls.
 
 Concurrency: the shard is internally synchronised (queries, upserts and optimisation run side by side
 without errors), so reads take no Python lock; one lock guards creating, optimising and closing the shard.
@@ -23,30 +24,25 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from ragbot.index.base import Candidate, FusionName, IndexClosedError, IndexConfigError
-from ragbot.index.points import (
-    CHUNK_ID_FIELD,
-    DENSE_VECTOR,
-    SOURCE_FIELD,
-    SPARSE_VECTOR,
-    TENANT_FIELD,
-    check_bot_id,
-    check_collection_name,
-    check_dense,
-    check_search_limits,
-    check_sparse,
-    chunk_to_payload,
-    payload_to_chunk,
-    point_id,
-    sparse_from_pairs,
+from ragbot.index.base import IndexConfigError
+from ragbot.index.points import DENSE_VECTOR, SOURCE_FIELD, SPARSE_VECTOR, TENANT_FIELD, check_collection_name
+from ragbot.index.qdrant_base import (
+    Fused,
+    NewPoint,
+    QdrantIndexBase,
+    QueryVector,
+    Search,
+    StoredPoint,
+    scored_ids,
+    stored_sparse,
 )
-from ragbot.index.scoring import ScoredId, assemble_candidates, assemble_hits, check_fusion, engine_rrf_k
-from ragbot.types import Chunk, EncodedChunk, Hit, SparseVector
+from ragbot.index.scoring import ScoredId
+from ragbot.types import SparseVector
 
 log = logging.getLogger(__name__)
 
 
-class EdgeIndex:
+class EdgeIndex(QdrantIndexBase[qe.Filter]):
     def __init__(
         self,
         path: Path,
@@ -61,11 +57,8 @@ class EdgeIndex:
         running both single-vector queries beside the fused one (one batched call).
         """
         self._dir = Path(path) / check_collection_name(collection)
+        super().__init__(str(self._dir), component_scores=component_scores)
         self._background_optimize = background_optimize
-        self.component_scores = component_scores
-        self._lock = threading.Lock()
-        self._closed = False
-        self._dim: int | None = None
         self._optimizer: threading.Thread | None = None
         self._optimize_again = False
         self._shard: qe.EdgeShard | None = None
@@ -75,21 +68,6 @@ class EdgeIndex:
     @property
     def path(self) -> Path:
         return self._dir
-
-    # --- lifecycle -------------------------------------------------------------------------------
-
-    def ensure_collection(self, dense_dim: int) -> None:
-        if dense_dim < 1:
-            raise IndexConfigError(f"dense dimension must be positive, got {dense_dim}")
-        with self._lock:
-            self._check_open()
-            if self._shard is None:
-                self._shard = self._create(dense_dim)
-            elif self._dim is None:
-                self._verify_dim(self._shard, dense_dim)
-            elif self._dim != dense_dim:
-                raise IndexConfigError(self._dim_mismatch(self._dim, dense_dim))
-            self._dim = dense_dim
 
     def optimize(self) -> bool:
         """Build indexes and merge segments now, blocking; True if anything changed."""
@@ -111,154 +89,61 @@ class EdgeIndex:
                 self._shard.close()
                 self._shard = None
 
-    # --- writes ----------------------------------------------------------------------------------
+    # --- engine seam -----------------------------------------------------------------------------
 
-    def upsert(self, items: Sequence[EncodedChunk]) -> None:
-        if not items:
-            return
-        dim = len(items[0].dense)
-        self.ensure_collection(dim)
-        points = []
-        for item in items:
-            check_bot_id(item.chunk.bot_id)
-            check_sparse(item.sparse)
-            vectors: dict[str, Any] = {
-                DENSE_VECTOR: check_dense(item.dense, dim),
-                SPARSE_VECTOR: qe.SparseVector(list(item.sparse.indices), list(item.sparse.values)),
-            }
-            points.append(qe.Point(point_id(item.chunk.id), vectors, chunk_to_payload(item.chunk)))
-        self._require_shard().update(qe.UpdateOperation.upsert_points(points))
+    def _attach(self, dense_dim: int) -> int:
+        if self._shard is None:
+            self._shard = self._create(dense_dim)
+        else:
+            self._verify_dim(self._shard, dense_dim)
+        return dense_dim
+
+    def _match(self, key: str, value: str) -> qe.FieldCondition:
+        return qe.FieldCondition(key=key, match=qe.MatchValue(value))
+
+    def _has_id(self, point_ids: list[str]) -> qe.HasIdCondition:
+        ids: set[qe.PointId] = set(point_ids)
+        return qe.HasIdCondition(ids)
+
+    def _all_of(self, conditions: list[Any]) -> qe.Filter:
+        return qe.Filter(must=conditions)
+
+    def _search(self, requests: Sequence[Search[qe.Filter] | Fused[qe.Filter]]) -> list[list[ScoredId]]:
+        shard = self._shard_or_none()
+        if shard is None:
+            return [[] for _ in requests]
+        engine = [_request(r) for r in requests]
+        if len(engine) == 1:
+            return [scored_ids(shard.query(engine[0]))]
+        return [scored_ids(points) for points in shard.query_batch(qe.QueryBatchRequest(engine))]
+
+    def _write(self, points: Sequence[NewPoint]) -> None:
+        engine = [
+            qe.Point(p.point_id, {DENSE_VECTOR: p.dense, SPARSE_VECTOR: _edge_sparse(p.sparse)}, p.payload)
+            for p in points
+        ]
+        self._require_shard().update(qe.UpdateOperation.upsert_points(engine))
         if self._background_optimize:
             self._schedule_optimize()
 
-    def delete_source(self, bot_id: str, source_id: str) -> None:
-        self._delete(self._filter(bot_id, source_id=source_id))
+    def _delete(self, selection: qe.Filter) -> None:
+        shard = self._shard_or_none()
+        if shard is not None:
+            shard.update(qe.UpdateOperation.delete_points_by_filter(selection))
 
-    def delete_chunks(self, bot_id: str, chunk_ids: Sequence[str]) -> None:
-        if chunk_ids:
-            ids: set[qe.PointId] = {point_id(c) for c in chunk_ids}
-            self._delete(self._filter(bot_id, extra=[qe.HasIdCondition(ids)]))
+    def _count(self, selection: qe.Filter) -> int:
+        shard = self._shard_or_none()
+        return 0 if shard is None else int(shard.count(qe.CountRequest(exact=True, filter=selection)))
 
-    def delete_bot(self, bot_id: str) -> None:
-        self._delete(self._filter(bot_id))
-
-    # --- reads -----------------------------------------------------------------------------------
-
-    def hybrid_search(
-        self,
-        bot_id: str,
-        sparse: SparseVector,
-        dense: Sequence[float],
-        limit: int,
-        prefetch_limit: int,
-        fusion: FusionName = "rrf",
-        rrf_k: int = 60,
-    ) -> list[Hit]:
-        check_search_limits(limit, prefetch_limit)
-        check_sparse(sparse)
-        tenant = self._filter(bot_id)
-        dense_q = qe.Query.Nearest(check_dense(dense, self._dim), using=DENSE_VECTOR)
-        sparse_q = qe.Query.Nearest(_edge_sparse(sparse), using=SPARSE_VECTOR)
-        fused = qe.QueryRequest(
-            limit=limit,
-            prefetches=[
-                qe.Prefetch(limit=prefetch_limit, query=sparse_q, filter=tenant),
-                qe.Prefetch(limit=prefetch_limit, query=dense_q, filter=tenant),
-            ],
-            query=_fusion_query(fusion, rrf_k),
-            filter=tenant,
-            with_payload=True,
-        )
+    def _fetch(
+        self, point_ids: list[str], payload: bool | list[str], vectors: bool | list[str]
+    ) -> list[StoredPoint]:
         shard = self._shard_or_none()
         if shard is None:
             return []
-        if not self.component_scores:
-            return assemble_hits(_scored(shard.query(fused)), [], [])
-        requests = [fused]
-        if sparse.indices:
-            requests.append(qe.QueryRequest(limit=prefetch_limit, query=sparse_q, filter=tenant))
-        requests.append(qe.QueryRequest(limit=prefetch_limit, query=dense_q, filter=tenant))
-        results = shard.query_batch(qe.QueryBatchRequest(requests))
-        sparse_list = _scored(results[1]) if sparse.indices else []
-        return assemble_hits(_scored(results[0]), sparse_list, _scored(results[-1]))
-
-    def hybrid_candidates(
-        self, bot_id: str, sparse: SparseVector, dense: Sequence[float], limit: int
-    ) -> list[Candidate]:
-        check_search_limits(limit)
-        check_sparse(sparse)
-        tenant = self._filter(bot_id)
-        dense_q = qe.Query.Nearest(check_dense(dense, self._dim), using=DENSE_VECTOR)
-        sparse_q = qe.Query.Nearest(_edge_sparse(sparse), using=SPARSE_VECTOR)
-        shard = self._shard_or_none()
-        if shard is None:
-            return []
-        ids_only = [CHUNK_ID_FIELD]
-        tops = [qe.QueryRequest(limit=limit, query=dense_q, filter=tenant, with_payload=ids_only)]
-        if sparse.indices:
-            tops.append(qe.QueryRequest(limit=limit, query=sparse_q, filter=tenant, with_payload=ids_only))
-        results = shard.query_batch(qe.QueryBatchRequest(tops))
-        dense_list = _scored(results[0])
-        sparse_list = _scored(results[1]) if sparse.indices else []
-        need_dense = {s.point_id for s in sparse_list} - {s.point_id for s in dense_list}
-        need_sparse = {s.point_id for s in dense_list} - {s.point_id for s in sparse_list}
-        if not sparse.indices:
-            need_sparse = set()
-        rescore: list[qe.QueryRequest] = []
-        for ids, query in ((need_dense, dense_q), (need_sparse, sparse_q)):
-            if ids:
-                only: set[qe.PointId] = set(ids)
-                rescore.append(
-                    qe.QueryRequest(
-                        limit=len(ids),
-                        query=query,
-                        filter=self._filter(bot_id, extra=[qe.HasIdCondition(only)]),
-                        params=qe.SearchParams(exact=True),
-                    )
-                )
-        rescored = iter(shard.query_batch(qe.QueryBatchRequest(rescore)) if rescore else [])
-        dense_exact = {s.point_id: s.score for s in _scored(next(rescored))} if need_dense else {}
-        sparse_exact = {s.point_id: s.score for s in _scored(next(rescored))} if need_sparse else {}
-        return assemble_candidates(sparse_list, dense_list, sparse_exact, dense_exact)
-
-    def search_sparse(self, bot_id: str, sparse: SparseVector, limit: int) -> list[Hit]:
-        check_search_limits(limit)
-        check_sparse(sparse)
-        if not sparse.indices:
-            return []
-        query = qe.Query.Nearest(_edge_sparse(sparse), using=SPARSE_VECTOR)
-        scored = _scored(self._single(bot_id, query, limit))
-        return assemble_hits(scored, scored, [])
-
-    def search_dense(self, bot_id: str, dense: Sequence[float], limit: int) -> list[Hit]:
-        check_search_limits(limit)
-        query = qe.Query.Nearest(check_dense(dense, self._dim), using=DENSE_VECTOR)
-        scored = _scored(self._single(bot_id, query, limit))
-        return assemble_hits(scored, [], scored)
-
-    def sparse_vectors(self, bot_id: str, chunk_ids: Sequence[str]) -> dict[str, SparseVector]:
-        found: dict[str, SparseVector] = {}
-        for record in self._retrieve(bot_id, chunk_ids, [TENANT_FIELD, CHUNK_ID_FIELD], [SPARSE_VECTOR]):
-            stored = record.vector.get(SPARSE_VECTOR) if isinstance(record.vector, dict) else None
-            if isinstance(stored, qe.SparseVector):
-                found[str(_payload(record)[CHUNK_ID_FIELD])] = sparse_from_pairs(
-                    stored.indices, stored.values
-                )
-        return found
-
-    def chunks(self, bot_id: str, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
-        found: dict[str, Chunk] = {}
-        for record in self._retrieve(bot_id, chunk_ids, True, False):
-            chunk = payload_to_chunk(_payload(record))
-            found[chunk.id] = chunk
-        return found
-
-    def count(self, bot_id: str, source_id: str | None = None) -> int:
-        tenant = self._filter(bot_id, source_id=source_id)
-        shard = self._shard_or_none()
-        if shard is None:
-            return 0
-        return int(shard.count(qe.CountRequest(exact=True, filter=tenant)))
+        ids: list[qe.PointId] = list(point_ids)
+        records = shard.retrieve(ids, with_payload=payload, with_vector=vectors)
+        return [StoredPoint(r.payload or {}, stored_sparse(r.vector, qe.SparseVector)) for r in records]
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -287,47 +172,6 @@ class EdgeIndex:
             if "dimension" in str(exc).lower():
                 raise IndexConfigError(f"{self._dir}: {exc}; re-index into a new collection") from exc
             raise
-
-    def _dim_mismatch(self, stored: int, wanted: int) -> str:
-        return f"{self._dir} stores {stored}-d dense vectors, got {wanted}-d; re-index into a new collection"
-
-    def _retrieve(
-        self, bot_id: str, chunk_ids: Sequence[str], payload: bool | list[str], vectors: bool | list[str]
-    ) -> list[qe.Record]:
-        """Points by chunk id, keeping only the bot's own (a by-id read must not cross tenants)."""
-        check_bot_id(bot_id)
-        shard = self._shard_or_none()
-        if shard is None or not chunk_ids:
-            return []
-        ids: list[qe.PointId] = [point_id(c) for c in dict.fromkeys(chunk_ids)]
-        records = shard.retrieve(ids, with_payload=payload, with_vector=vectors)
-        return [r for r in records if _payload(r).get(TENANT_FIELD) == bot_id]
-
-    def _single(self, bot_id: str, query: Any, limit: int) -> list[qe.ScoredPoint]:
-        tenant = self._filter(bot_id)
-        shard = self._shard_or_none()
-        if shard is None:
-            return []
-        request = qe.QueryRequest(limit=limit, query=query, filter=tenant, with_payload=True)
-        return shard.query(request)
-
-    def _delete(self, selection: qe.Filter) -> None:
-        shard = self._shard_or_none()
-        if shard is not None:
-            shard.update(qe.UpdateOperation.delete_points_by_filter(selection))
-
-    def _filter(self, bot_id: str, *, source_id: str | None = None, extra: Sequence[Any] = ()) -> qe.Filter:
-        conditions: list[Any] = [
-            qe.FieldCondition(key=TENANT_FIELD, match=qe.MatchValue(check_bot_id(bot_id)))
-        ]
-        if source_id is not None:
-            conditions.append(qe.FieldCondition(key=SOURCE_FIELD, match=qe.MatchValue(source_id)))
-        conditions.extend(extra)
-        return qe.Filter(must=conditions)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise IndexClosedError(f"the index at {self._dir} is closed")
 
     def _shard_or_none(self) -> qe.EdgeShard | None:
         """The shard, or None before the first write to a new path (reads then find nothing)."""
@@ -369,19 +213,38 @@ class EdgeIndex:
                 return
 
 
+def _request(request: Search[qe.Filter] | Fused[qe.Filter]) -> qe.QueryRequest:
+    if isinstance(request, Fused):
+        return qe.QueryRequest(
+            limit=request.limit,
+            prefetches=[_prefetch(p) for p in request.prefetch],
+            query=_fusion_query(request.rrf_k),
+            filter=request.filter,
+            with_payload=True,
+        )
+    return qe.QueryRequest(
+        limit=request.limit,
+        query=_nearest(request),
+        filter=request.filter,
+        with_payload=request.with_payload,
+        params=qe.SearchParams(exact=True) if request.exact else None,
+    )
+
+
+def _prefetch(search: Search[qe.Filter]) -> qe.Prefetch:
+    return qe.Prefetch(limit=search.limit, query=_nearest(search), filter=search.filter)
+
+
+def _nearest(search: Search[qe.Filter]) -> qe.Query:
+    vector: QueryVector | qe.SparseVector = search.vector
+    if isinstance(vector, SparseVector):
+        vector = _edge_sparse(vector)
+    return qe.Query.Nearest(vector, using=search.using)
+
+
 def _edge_sparse(sparse: SparseVector) -> qe.SparseVector:
     return qe.SparseVector(list(sparse.indices), list(sparse.values))
 
 
-def _fusion_query(fusion: FusionName, rrf_k: int) -> Any:  # the stub types Fusion.Rrf/Dbsf apart from Fusion
-    if check_fusion(fusion) == "rrf":
-        return qe.Fusion.Rrf(k=engine_rrf_k(rrf_k))
-    return qe.Fusion.Dbsf()
-
-
-def _payload(record: qe.Record) -> dict[str, Any]:
-    return record.payload or {}
-
-
-def _scored(points: Sequence[qe.ScoredPoint]) -> list[ScoredId]:
-    return [ScoredId(str(p.id), float(p.score), p.payload) for p in points]
+def _fusion_query(rrf_k: int | None) -> Any:  # the stub types Fusion.Rrf/Dbsf apart from Fusion
+    return qe.Fusion.Dbsf() if rrf_k is None else qe.Fusion.Rrf(k=rrf_k)

@@ -1,8 +1,10 @@
 """Query -> both encoders -> one hybrid query in the index -> hits that say which terms matched.
 
 RRF and DBSF run inside the engine (one batched call). Any other name in ``ragbot.retrieval.fusion.FUSIONS``
-(e.g. ``zscore``) is computed client-side by ``fusion.fuse`` over the sparse and dense top lists; the
-index gives every candidate both retrievers' exact scores, and only the winners' chunks are fetched.
+(e.g. ``zscore_calibrated``) is computed client-side by ``fusion.fuse`` over the sparse and dense top lists;
+the index gives every candidate both retrievers' exact scores, and only the winners' chunks are fetched.
+``zscore_calibrated`` also feeds each query's lists to a per-bot ``FusionCalibration`` and fuses with the
+weights it has learned so far.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from ragbot.encoders.base import DenseEncoder, SparseEncoder
 from ragbot.index.base import Candidate, FusionName, VectorIndex
 from ragbot.index.scoring import check_fusion
 from ragbot.retrieval import fusion as fusion_fns
+from ragbot.retrieval.calibration import FusionCalibration
 from ragbot.retrieval.explain import matched_terms
 from ragbot.types import Hit, SparseVector
 
@@ -33,6 +36,7 @@ class Retriever:
         fusion: str,
         rrf_k: int,
         explain_terms: int = 8,
+        calibration: FusionCalibration | None = None,
     ) -> None:
         if prefetch_k < 1:
             raise ValueError(f"prefetch_k must be at least 1, got {prefetch_k}")
@@ -49,6 +53,8 @@ class Retriever:
         self._engine_fusion: FusionName | None = check_fusion(fusion) if fusion in ENGINE_FUSIONS else None
         self._rrf_k = rrf_k
         self._explain_terms = explain_terms
+        #: Learned per-bot fusion weights (used by ``zscore_calibrated`` only).
+        self.calibration = calibration or FusionCalibration()
 
     def retrieve(self, bot_id: str, query: str, top_k: int) -> list[Hit]:
         return self.retrieve_mode(bot_id, query, top_k, "hybrid")
@@ -89,7 +95,11 @@ class Retriever:
                 rrf_k=self._rrf_k,
             )
         candidates = self._index.hybrid_candidates(bot_id, q_sparse, q_dense, prefetch_k)
-        ranked = fuse_candidates(self._fusion, candidates, rrf_k=self._rrf_k)[:top_k]
+        weights = (1.0, 1.0)
+        if self._fusion == "zscore_calibrated":
+            self.calibration.observe(bot_id, *_list_scores(candidates))
+            weights = self.calibration.weights(bot_id)
+        ranked = fuse_candidates(self._fusion, candidates, rrf_k=self._rrf_k, weights=weights)[:top_k]
         chunks = self._index.chunks(bot_id, [c.chunk_id for c, _ in ranked])
         return [
             Hit(
@@ -122,20 +132,33 @@ class Retriever:
 
 
 def fuse_candidates(
-    name: str, candidates: Sequence[Candidate], *, rrf_k: int
+    name: str, candidates: Sequence[Candidate], *, rrf_k: int, weights: tuple[float, float] = (1.0, 1.0)
 ) -> list[tuple[Candidate, float]]:
     """Client-side fusion of ``VectorIndex.hybrid_candidates`` by ``fusion.fuse``, best first.
 
     Each retriever's top list is rebuilt in rank order with its own scores, as ``fuse`` expects; the exact
-    scores a candidate got from the retriever that did not rank it stay on the candidate, for the hits.
+    scores a candidate got from the retriever that did not rank it go along for the fusions that use them.
     """
     by_id = {c.chunk_id: c for c in candidates}
-    sparse = sorted((c for c in candidates if c.sparse_rank is not None), key=lambda c: c.sparse_rank or 0)
-    dense = sorted((c for c in candidates if c.dense_rank is not None), key=lambda c: c.dense_rank or 0)
+    sparse, dense = _top_lists(candidates)
     fused = fusion_fns.fuse(
         name,
         [(c.chunk_id, c.sparse_score) for c in sparse],
         [(c.chunk_id, c.dense_score) for c in dense],
         rrf_k=rrf_k,
+        exact={c.chunk_id: (c.sparse_score, c.dense_score) for c in candidates},
+        weights=weights,
     )
     return [(by_id[chunk_id], score) for chunk_id, score in fused]
+
+
+def _top_lists(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[Candidate]]:
+    """The sparse and the dense top list, each in its own rank order."""
+    sparse = sorted((c for c in candidates if c.sparse_rank is not None), key=lambda c: c.sparse_rank or 0)
+    dense = sorted((c for c in candidates if c.dense_rank is not None), key=lambda c: c.dense_rank or 0)
+    return sparse, dense
+
+
+def _list_scores(candidates: Sequence[Candidate]) -> tuple[list[float], list[float]]:
+    sparse, dense = _top_lists(candidates)
+    return [c.sparse_score for c in sparse], [c.dense_score for c in dense]

@@ -15,11 +15,25 @@ def _ids(pairs: list[tuple[str, float]]) -> list[str]:
     return [d for d, _ in pairs]
 
 
+def _fuse(
+    name: str, sparse: list[tuple[str, float]], dense: list[tuple[str, float]]
+) -> list[tuple[str, float]]:
+    """``fusion.fuse`` with exact scores as an index would give them: a candidate one retriever did not
+    list scores below that list's last entry."""
+    exact: dict[str, tuple[float, float]] = {}
+    s_at, d_at = dict(sparse), dict(dense)
+    s_low = min(s_at.values(), default=0.0) - 1.0
+    d_low = min(d_at.values(), default=0.0) - 0.1
+    for doc in {*s_at, *d_at}:
+        exact[doc] = (s_at.get(doc, s_low), d_at.get(doc, d_low))
+    return fusion.fuse(name, sparse, dense, exact=exact)
+
+
 @pytest.mark.parametrize("name", fusion.FUSIONS)
 def test_identical_lists_keep_their_order(name: str) -> None:
     ranked = [("a", 9.0), ("b", 7.5), ("c", 3.0), ("d", 1.0)]
     cosine = [("a", 0.9), ("b", 0.75), ("c", 0.3), ("d", 0.1)]
-    assert _ids(fusion.fuse(name, ranked, cosine)) == ["a", "b", "c", "d"]
+    assert _ids(_fuse(name, ranked, cosine)) == ["a", "b", "c", "d"]
 
 
 @pytest.mark.parametrize("name", fusion.FUSIONS)
@@ -34,25 +48,25 @@ def test_a_document_first_in_both_lists_ranks_first(name: str) -> None:
         sparse.sort(key=lambda p: -p[1])
         if sparse[0][0] != "top":
             continue
-        assert fusion.fuse(name, sparse, dense)[0][0] == "top"
+        assert _fuse(name, sparse, dense)[0][0] == "top"
 
 
 @pytest.mark.parametrize("name", fusion.FUSIONS)
 def test_ties_break_by_id_and_inputs_order_does_not_matter(name: str) -> None:
     sparse = [("b", 2.0), ("a", 1.0)]
     dense = [("a", 0.8), ("b", 0.4)]
-    first = fusion.fuse(name, sparse, dense)
+    first = _fuse(name, sparse, dense)
     assert _ids(first) == ["a", "b"]  # symmetric evidence: equal fused scores, id order decides
     assert first[0][1] == pytest.approx(first[1][1])
-    assert fusion.fuse(name, sparse, dense) == first
+    assert _fuse(name, sparse, dense) == first
 
 
 @pytest.mark.parametrize("name", fusion.FUSIONS)
 def test_union_of_both_lists_and_empty_inputs(name: str) -> None:
-    assert fusion.fuse(name, [], []) == []
-    only_dense = fusion.fuse(name, [], [("x", 0.5), ("y", 0.2)])
+    assert _fuse(name, [], []) == []
+    only_dense = _fuse(name, [], [("x", 0.5), ("y", 0.2)])
     assert _ids(only_dense) == ["x", "y"]
-    both = fusion.fuse(name, [("s", 3.0)], [("d", 0.7), ("e", 0.6)])
+    both = _fuse(name, [("s", 3.0)], [("d", 0.7), ("e", 0.6)])
     assert set(_ids(both)) == {"s", "d", "e"}
 
 
@@ -97,3 +111,46 @@ def test_rrf_matches_the_textbook_formula() -> None:
 def test_unknown_fusion_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown fusion 'magic'"):
         fusion.fuse("magic", [], [])
+
+
+def test_calibrated_fusion_needs_exact_scores() -> None:
+    with pytest.raises(ValueError, match="exact"):
+        fusion.fuse("zscore_calibrated", [("a", 1.0)], [("a", 0.5)])
+
+
+def test_zscore_exact_places_a_missed_candidate_by_its_real_score() -> None:
+    sparse = [("s1", 9.0), ("s2", 3.0)]  # mean 6, std 3
+    dense = [("d1", 0.9), ("d2", 0.5), ("s1", 0.1)]
+    exact = {"s1": (9.0, 0.1), "s2": (3.0, 0.85), "d1": (0.0, 0.9), "d2": (6.0, 0.5)}
+    fused = dict(fusion.zscore_exact(sparse, dense, exact))
+    mean_d, std_d = 0.5, (((0.4**2) * 2) / 3) ** 0.5
+    assert fused["s2"] == pytest.approx(-1.0 + (0.85 - mean_d) / std_d)  # not the dense floor
+    assert fused["d1"] == pytest.approx(-2.0 + (0.9 - mean_d) / std_d)  # sparse 0: two spreads below
+    assert fused["d2"] == pytest.approx(0.0 + 0.0)
+
+
+def test_weights_scale_each_retrievers_vote() -> None:
+    sparse = [("a", 10.0), ("b", 1.0)]
+    dense = [("b", 0.9), ("a", 0.1)]
+    exact = {"a": (10.0, 0.1), "b": (1.0, 0.9)}
+    assert _ids(fusion.zscore_exact(sparse, dense, exact, (1.5, 0.5)))[0] == "a"
+    assert _ids(fusion.zscore_exact(sparse, dense, exact, (0.5, 1.5)))[0] == "b"
+
+
+def test_top_z_measures_how_far_the_head_stands_out() -> None:
+    flat = [1.0] * 50
+    assert fusion.top_z(flat) == 0.0
+    assert fusion.top_z([]) == 0.0
+    peaked = [10.0] * 10 + [1.0] * 40  # head z = 2 exactly: mean 2.8, std 3.6
+    assert fusion.top_z(peaked) == pytest.approx(2.0)
+    assert fusion.top_z(peaked + [100.0] * 50) == pytest.approx(2.0)  # only the first 50 count
+    gentle = [10.0 - 0.1 * i for i in range(50)]
+    assert 0.0 < fusion.top_z(gentle) < fusion.top_z(peaked)
+
+
+def test_calibrated_weights_favour_the_sharper_retriever_and_sum_to_two() -> None:
+    assert fusion.calibrated_weights(1.2, 1.2) == pytest.approx((1.0, 1.0))
+    w_sparse, w_dense = fusion.calibrated_weights(1.1, 1.2)  # dense top stands out more
+    assert w_sparse + w_dense == pytest.approx(2.0)
+    assert w_dense > 1.5 > 0.5 > w_sparse
+    assert fusion.calibrated_weights(1.2, 1.1) == pytest.approx((w_dense, w_sparse))
