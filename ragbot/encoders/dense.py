@@ -21,6 +21,7 @@ import torch.nn.functional as F  # noqa: N812
 from ragbot.encoders.batching import SerialTokenizer, check_texts, padded_batches
 from ragbot.encoders.packaged import resolve_model_path
 from ragbot.encoders.precision import Precision, resolve_precision, use_bf16_linears
+from ragbot.encoders.query_graph import SingleTextGraph
 
 __all__ = ["Pooling", "TransformerDenseEncoder", "cls_pool", "mean_pool"]
 
@@ -73,6 +74,7 @@ class TransformerDenseEncoder:
         normalize: bool = True,
         device: str = "cpu",
         precision: Precision = "fp32",
+        trace_queries: bool = True,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -98,6 +100,8 @@ class TransformerDenseEncoder:
         self.precision = resolve_precision(precision, self._device)
         if self.precision == "bf16":
             use_bf16_linears(self._model)
+        vocab = int(getattr(self._model.config, "vocab_size", 0) or 1)
+        self._query_graph = SingleTextGraph(self._model, vocab_size=vocab) if trace_queries else None
 
     @property
     def dim(self) -> int:
@@ -109,7 +113,16 @@ class TransformerDenseEncoder:
     def encode_query(self, text: str) -> tuple[float, ...]:
         if not isinstance(text, str):
             raise TypeError(f"query must be str, got {type(text).__name__}")
-        return self._encode([self.query_prefix + text])[0]
+        if self._query_graph is None:
+            return self._encode([self.query_prefix + text])[0]
+        [token_ids] = self._tokenizer.token_ids([self.query_prefix + text], self.max_length)
+        with torch.inference_mode():
+            input_ids = torch.tensor([token_ids], device=self._device)
+            hidden = self._query_graph.hidden(input_ids)
+            pooled = _POOLERS[self.pooling](hidden, torch.ones_like(input_ids))
+            if self.normalize:
+                pooled = F.normalize(pooled, p=2.0, dim=-1)
+            return tuple(pooled[0].cpu().tolist())
 
     def count_tokens(self, text: str) -> int:
         return self._tokenizer.count(text)

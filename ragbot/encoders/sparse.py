@@ -16,6 +16,7 @@ from torch import nn
 
 from ragbot.encoders.batching import SerialTokenizer, check_texts, pad_batch, padded_batches
 from ragbot.encoders.packaged import resolve_model_path
+from ragbot.encoders.query_graph import SingleTextGraph
 from ragbot.encoders.splade_head import SpladeHead
 from ragbot.types import SparseVector
 
@@ -60,6 +61,7 @@ class SpladeEncoder:
         batch_size: int = 32,
         device: str = "cpu",
         fast_head: bool = True,
+        trace_queries: bool = True,
     ) -> None:
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -79,6 +81,12 @@ class SpladeEncoder:
         vocab_size = int(output_layer.weight.shape[0])
         self._vocab = self._tokenizer.terms(vocab_size)
         self._head = self._install_fast_head(output_layer) if fast_head else None
+        # Traced only with the fast head: its output is then the small hidden states, not 30k logits.
+        self._query_graph = (
+            SingleTextGraph(self._model, vocab_size=vocab_size)
+            if trace_queries and self._head is not None
+            else None
+        )
 
     @property
     def vocab_size(self) -> int:
@@ -94,7 +102,13 @@ class SpladeEncoder:
     def encode_query(self, text: str) -> SparseVector:
         if not isinstance(text, str):
             raise TypeError(f"query must be str, got {type(text).__name__}")
-        return self._encode([text])[0]
+        if self._query_graph is None or self._head is None:
+            return self._encode([text])[0]
+        [token_ids] = self._tokenizer.token_ids([text], self.max_length)
+        with torch.inference_mode():
+            input_ids = torch.tensor([token_ids], device=self._device)
+            [(ids, weights)] = self._head(self._query_graph.hidden(input_ids), torch.ones_like(input_ids))
+            return SparseVector(indices=tuple(ids.tolist()), values=tuple(weights.tolist()))
 
     def vocabulary_term(self, index: int) -> str:
         if not 0 <= index < len(self._vocab):

@@ -141,3 +141,15 @@ def test_settings_choose_the_precision() -> None:
     auto = load_dense_encoder(Settings())
     assert isinstance(auto, TransformerDenseEncoder)
     assert auto.precision in ("fp32", "bf16")  # bf16 exactly where the CPU multiplies bf16 natively
+
+
+def test_traced_queries_equal_the_eager_model(encoder: TransformerDenseEncoder) -> None:
+    eager = TransformerDenseEncoder(PACKAGED_DENSE, max_length=128, batch_size=2, trace_queries=False)
+    for query in ("How do I reset my password?", "a", TEXTS[3], TEXTS[4]):
+        traced = encoder.encode_query(query)
+        assert float(torch.tensor(traced).sub(torch.tensor(eager.encode_query(query))).abs().max()) <= 1e-5
+        # and a query is encoded like the same text as a one-document batch
+        [as_document] = encoder.encode_documents([query])
+        assert dot(traced, as_document) >= 1 - 1e-5
+    assert encoder._query_graph is not None
+    assert encoder._query_graph.traced

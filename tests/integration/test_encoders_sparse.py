@@ -156,3 +156,14 @@ def test_loader_follows_settings() -> None:
     encoder: Any = load_sparse_encoder(settings)
     assert isinstance(encoder, SparseEncoder)
     assert (encoder.max_length, encoder.batch_size) == (64, 5)
+
+
+def test_traced_queries_equal_the_reference(encoder: SpladeEncoder) -> None:
+    plain = SpladeEncoder(PACKAGED_SPARSE, max_length=128, batch_size=3, fast_head=False)
+    queries = ["How do I reset my password?", "x", TEXTS[-1]]
+    got = densify([encoder.encode_query(q) for q in queries], encoder.vocab_size)
+    expected = densify([plain.encode_query(q) for q in queries], plain.vocab_size)
+    assert float((got - expected).abs().max()) <= 1e-4
+    assert encoder._query_graph is not None
+    assert encoder._query_graph.traced
+    assert plain._query_graph is None  # full logits: nothing to gain from a trace
