@@ -58,9 +58,14 @@ class SingleTextGraph:
                 torch.tensor([[(1000 + 7919 * i) % self._vocab_size for i in range(n)]], device=device)
                 for n in _PROBE_LENGTHS
             ]
+            # The tracer reads every attribute of the model, and some (a Hugging Face model's loss_function)
+            # log a warning when read; the shape-branch TracerWarnings are what the probes check.
+            chatty = logging.getLogger("transformers")
+            level = chatty.level
+            chatty.setLevel(logging.ERROR)
             try:
                 with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # TracerWarnings about shape branches: checked below
+                    warnings.simplefilter("ignore")
                     traced = torch.jit.trace(  # type: ignore[no-untyped-call]
                         self._model,
                         (probes[0], torch.ones_like(probes[0])),
@@ -78,6 +83,8 @@ class SingleTextGraph:
                 logger.info("query encoder stays eager: tracing failed", exc_info=True)
                 self._failed = True
                 return None
+            finally:
+                chatty.setLevel(level)
             self._graph = graph
             return graph
 
