@@ -72,6 +72,13 @@ class Settings(BaseSettings):
         default=40,
         description="zscore_calibrated: hybrid queries a bot needs before its learned weights apply.",
     )
+    fusion_calibration_flush_every: int = Field(
+        default=10,
+        description=(
+            "zscore_calibrated: a process adds its observations to the bot's shared totals in the database "
+            "every this many hybrid queries (and at shutdown)."
+        ),
+    )
     rrf_k: int = 60
     min_relevance: float | None = Field(
         default=0.20,

@@ -88,7 +88,15 @@ class Runtime:
     def retriever(self) -> Retriever:
         from ragbot.retrieval.calibration import FusionCalibration
         from ragbot.retrieval.retriever import Retriever
+        from ragbot.services.calibration_store import SqlCalibrationStore
 
+        # Every process adds to the same learned weights; the lambda defers opening the database until a
+        # bot's totals are first needed.
+        calibration = FusionCalibration(
+            min_queries=self.settings.fusion_calibration_queries,
+            store=SqlCalibrationStore(lambda: self.session_factory()),
+            flush_every=self.settings.fusion_calibration_flush_every,
+        )
         return Retriever(
             self.sparse_encoder,
             self.dense_encoder,
@@ -96,7 +104,7 @@ class Runtime:
             prefetch_k=self.settings.prefetch_k,
             fusion=self.settings.fusion,
             rrf_k=self.settings.rrf_k,
-            calibration=FusionCalibration(min_queries=self.settings.fusion_calibration_queries),
+            calibration=calibration,
         )
 
     @cached_property
@@ -144,9 +152,12 @@ class Runtime:
         return IngestJobs(self.ingest_service, self.session_factory)
 
     def close(self) -> None:
-        """Release the shard and connections; safe to call when nothing was opened."""
+        """Store what retrieval learned, release the shard and connections; safe to call when nothing
+        was opened."""
         if "jobs" in self.__dict__:
             self.jobs.shutdown(wait=True)
+        if "retriever" in self.__dict__ and "retriever" in self._owned:
+            self.retriever.calibration.flush()  # before the engine goes; logs, never raises
         if "index" in self.__dict__ and "index" in self._owned:
             self.index.close()
         if "engine" in self.__dict__ and "engine" in self._owned:

@@ -240,3 +240,16 @@ class IngestJob(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class FusionCalibrationRow(Base):
+    """A bot's ``top_z`` sums over its hybrid queries (``ragbot.retrieval.calibration``), shared by every
+    process: each adds its own observations as deltas, so restarts and API workers learn together."""
+
+    __tablename__ = "fusion_calibrations"
+
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), primary_key=True)
+    queries: Mapped[int] = mapped_column(Integer, default=0)
+    sparse_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    dense_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

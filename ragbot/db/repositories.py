@@ -19,6 +19,7 @@ from ragbot.db.models import (
     CitationRow,
     Conversation,
     DocumentRow,
+    FusionCalibrationRow,
     IngestJob,
     Message,
     RetrievalLog,
@@ -36,6 +37,7 @@ __all__ = [
     "MessageNotFoundError",
     "NotFoundError",
     "add_citations",
+    "add_fusion_observations",
     "add_message",
     "add_retrieval_log",
     "create_conversation",
@@ -44,6 +46,7 @@ __all__ = [
     "delete_document",
     "ensure_bot",
     "get_conversation",
+    "get_fusion_calibration",
     "get_ingest_job",
     "get_message",
     "get_or_create_source",
@@ -55,6 +58,7 @@ __all__ = [
     "mark_source_synced",
     "record_unanswered",
     "require_conversation",
+    "reset_fusion_calibration",
     "set_owner_mode",
     "update_ingest_job",
     "update_message",
@@ -561,3 +565,65 @@ def update_ingest_job(
     job.updated_at = utcnow()
     session.flush()
     return job
+
+
+# --------------------------------------------------------------------------- fusion calibration
+
+
+def add_fusion_observations(
+    session: Session, bot_id: str, queries: int, sparse_sum: float, dense_sum: float
+) -> tuple[int, float, float]:
+    """Add one process's new observations to the bot's shared totals and return the totals after it.
+
+    One ``INSERT ... ON CONFLICT DO UPDATE SET queries = queries + excluded.queries ... RETURNING``: the
+    database adds under the row's lock (PostgreSQL) or its write lock (SQLite), so two processes flushing
+    at once both count, and what comes back includes everyone's observations.
+    """
+    ensure_bot(session, bot_id)
+    row = FusionCalibrationRow
+    values = {
+        "bot_id": bot_id,
+        "queries": queries,
+        "sparse_sum": sparse_sum,
+        "dense_sum": dense_sum,
+        "updated_at": utcnow(),
+    }
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        insert_stmt: Any = pg_insert(row).values(**values)
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        insert_stmt = sqlite_insert(row).values(**values)
+    else:
+        raise NotImplementedError(f"ragbot supports SQLite and PostgreSQL, not {dialect}")
+    excluded = insert_stmt.excluded
+    statement = insert_stmt.on_conflict_do_update(
+        index_elements=[row.bot_id],
+        set_={
+            "queries": row.queries + excluded.queries,
+            "sparse_sum": row.sparse_sum + excluded.sparse_sum,
+            "dense_sum": row.dense_sum + excluded.dense_sum,
+            "updated_at": excluded.updated_at,
+        },
+    ).returning(row.queries, row.sparse_sum, row.dense_sum)
+    total_queries, total_sparse, total_dense = session.execute(statement).one()
+    return int(total_queries), float(total_sparse), float(total_dense)
+
+
+def get_fusion_calibration(session: Session, bot_id: str) -> tuple[int, float, float] | None:
+    """The bot's shared ``(queries, sparse_sum, dense_sum)``, or ``None`` before its first flush."""
+    row = session.execute(
+        select(
+            FusionCalibrationRow.queries, FusionCalibrationRow.sparse_sum, FusionCalibrationRow.dense_sum
+        ).where(FusionCalibrationRow.bot_id == bot_id)
+    ).one_or_none()
+    return None if row is None else (int(row[0]), float(row[1]), float(row[2]))
+
+
+def reset_fusion_calibration(session: Session, bot_id: str) -> bool:
+    """Drop the bot's totals, so it learns its fusion weights afresh; ``False`` when there were none."""
+    result = session.execute(delete(FusionCalibrationRow).where(FusionCalibrationRow.bot_id == bot_id))
+    return _rowcount(result) > 0

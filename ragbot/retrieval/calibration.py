@@ -6,36 +6,87 @@ Averaged over a few dozen queries it is not. Each hybrid query adds its two list
 a running mean for its bot; once ``min_queries`` have been seen, ``weights`` turns the means into
 ``fusion.calibrated_weights``. Before that every bot fuses with equal weights (the plain z-score sum).
 
-State is in memory, per process: a restart re-learns it within ``min_queries`` queries.
+Without a store the state is in memory, per process. With a ``CalibrationStore`` (the runtime gives it the
+SQL one) every process adds its observations to shared totals, so a restart keeps what was learned and
+several API workers learn together: a bot's stored totals are loaded on first use, observations collect as
+pending deltas, and every ``flush_every`` observations (and on ``flush()``, e.g. at shutdown) the deltas are
+added to the store, whose reply (every process's totals) becomes this process's view. Deltas, not
+totals, are written, so two processes flushing at once both count. A store that fails is logged and
+retried at the next flush; retrieval never fails because of it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from ragbot.retrieval.fusion import CALIBRATION_TEMPERATURE, calibrated_weights, top_z
 
-__all__ = ["FusionCalibration"]
+__all__ = ["CalibrationStore", "FusionCalibration", "Totals"]
+
+log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class _Running:
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Sums of ``top_z`` over ``queries`` hybrid queries: the whole state behind a bot's weights."""
+
     queries: int = 0
     sparse_sum: float = 0.0
     dense_sum: float = 0.0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(
+            self.queries + other.queries, self.sparse_sum + other.sparse_sum, self.dense_sum + other.dense_sum
+        )
+
+
+class CalibrationStore(Protocol):
+    """Where totals shared by every process live. ``add`` must add atomically (two processes adding at
+    once both count) and return the totals after the addition, everyone's included."""
+
+    def load(self, bot_id: str) -> Totals | None: ...
+
+    def add(self, bot_id: str, delta: Totals) -> Totals: ...
+
+    def reset(self, bot_id: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _Bot:
+    known: Totals = Totals()  # the store's totals as last seen (or this process's, without a store)
+    pending: Totals = Totals()  # observed here, not yet in the store
+    in_flight: Totals = Totals()  # being written now: still part of the view until the store replies
+    since_attempt: int = 0  # observations since the last flush attempt: a failing store is retried every N
+    loaded: bool = False
+    #: Serialises this bot's store I/O, which runs outside ``FusionCalibration._lock`` so a slow or dead
+    #: database stalls at most the query that flushes, never every retrieval thread.
+    io: threading.Lock = field(default_factory=threading.Lock)
 
 
 class FusionCalibration:
     """Running ``top_z`` means per bot, and the fusion weights they imply."""
 
-    def __init__(self, *, min_queries: int = 40, temperature: float = CALIBRATION_TEMPERATURE) -> None:
+    def __init__(
+        self,
+        *,
+        min_queries: int = 40,
+        temperature: float = CALIBRATION_TEMPERATURE,
+        store: CalibrationStore | None = None,
+        flush_every: int = 10,
+    ) -> None:
         if min_queries < 1:
             raise ValueError(f"min_queries must be at least 1, got {min_queries}")
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be at least 1, got {flush_every}")
         self.min_queries = min_queries
         self.temperature = temperature
-        self._bots: dict[str, _Running] = {}
+        self.flush_every = flush_every
+        self._store = store
+        self._bots: dict[str, _Bot] = {}
         self._lock = threading.Lock()
 
     def observe(self, bot_id: str, sparse_scores: Sequence[float], dense_scores: Sequence[float]) -> None:
@@ -43,29 +94,108 @@ class FusionCalibration:
         (no shared vocabulary term, an empty collection) says nothing about the other, so it is skipped."""
         if len(sparse_scores) < 2 or len(dense_scores) < 2:
             return
-        g_sparse, g_dense = top_z(sparse_scores), top_z(dense_scores)
+        delta = Totals(1, top_z(sparse_scores), top_z(dense_scores))
+        bot = self._loaded(bot_id)
         with self._lock:
-            running = self._bots.setdefault(bot_id, _Running())
-            running.queries += 1
-            running.sparse_sum += g_sparse
-            running.dense_sum += g_dense
+            if self._store is None:
+                bot.known += delta
+                return
+            bot.pending += delta
+            bot.since_attempt += 1
+            due = bot.since_attempt >= self.flush_every
+        if due:
+            self._flush_bot(bot_id, bot, wait=False)
 
     def queries(self, bot_id: str) -> int:
-        with self._lock:
-            running = self._bots.get(bot_id)
-            return running.queries if running else 0
+        return self._view(bot_id).queries
 
     def weights(self, bot_id: str) -> tuple[float, float]:
         """``(w_sparse, w_dense)`` for the bot: equal until ``min_queries`` queries have been observed."""
+        view = self._view(bot_id)
+        if view.queries < self.min_queries:
+            return 1.0, 1.0
+        return calibrated_weights(
+            view.sparse_sum / view.queries, view.dense_sum / view.queries, self.temperature
+        )
+
+    def flush(self) -> None:
+        """Write every bot's pending observations now (at shutdown, so a process's last queries count).
+        Never raises: a failure is logged and the deltas stay pending."""
         with self._lock:
-            running = self._bots.get(bot_id)
-            if running is None or running.queries < self.min_queries:
-                return 1.0, 1.0
-            g_sparse = running.sparse_sum / running.queries
-            g_dense = running.dense_sum / running.queries
-        return calibrated_weights(g_sparse, g_dense, self.temperature)
+            bots = [(bot_id, bot) for bot_id, bot in self._bots.items() if bot.pending.queries]
+        for bot_id, bot in bots:
+            self._flush_bot(bot_id, bot, wait=True)
 
     def forget(self, bot_id: str) -> None:
-        """Drop a bot's statistics, e.g. after its content was replaced wholesale."""
+        """Drop a bot's statistics, e.g. after its content was replaced wholesale: here, pending ones and
+        the stored totals, so no process's next flush or restart brings them back (other processes drop
+        theirs at their next flush). Observations racing a ``forget`` may land on either side of it.
+
+        Unlike retrieval this is an operator's request, so a store failure raises and nothing is dropped.
+        """
+        bot = self._bot(bot_id)
+        with bot.io:
+            if self._store is not None:
+                self._store.reset(bot_id)
+            with self._lock:
+                if self._bots.get(bot_id) is bot:
+                    del self._bots[bot_id]
+
+    # ----------------------------------------------------------------------------------------- internals
+
+    def _bot(self, bot_id: str) -> _Bot:
         with self._lock:
-            self._bots.pop(bot_id, None)
+            return self._bots.setdefault(bot_id, _Bot(loaded=self._store is None))
+
+    def _loaded(self, bot_id: str) -> _Bot:
+        """The bot's state, with the store's totals read on first use. A failed read counts as "nothing
+        stored yet": the next successful flush replies with the true totals."""
+        bot = self._bot(bot_id)
+        if bot.loaded or self._store is None:
+            return bot
+        with bot.io:
+            if bot.loaded:
+                return bot
+            try:
+                stored = self._store.load(bot_id)
+            except Exception:
+                log.exception("fusion calibration: loading bot %r failed; starting from zero here", bot_id)
+                stored = None
+            with self._lock:
+                bot.known = stored or Totals()
+                bot.loaded = True
+        return bot
+
+    def _view(self, bot_id: str) -> Totals:
+        bot = self._loaded(bot_id)
+        with self._lock:
+            return bot.known + bot.in_flight + bot.pending
+
+    def _flush_bot(self, bot_id: str, bot: _Bot, *, wait: bool) -> None:
+        """Move the bot's pending deltas to the store. ``wait=False`` (the query path) skips the flush
+        when another thread is already writing this bot: its deltas go with the next one."""
+        assert self._store is not None
+        if not bot.io.acquire(blocking=wait):
+            return
+        try:
+            with self._lock:
+                delta, bot.pending, bot.since_attempt = bot.pending, Totals(), 0
+                bot.in_flight = delta
+            if not delta.queries:
+                return
+            try:
+                totals = self._store.add(bot_id, delta)
+            except Exception:
+                log.exception(
+                    "fusion calibration: storing %d observations of bot %r failed; keeping them for the "
+                    "next flush",
+                    delta.queries,
+                    bot_id,
+                )
+                with self._lock:
+                    bot.pending, bot.in_flight = delta + bot.pending, Totals()
+                return
+            with self._lock:
+                bot.known, bot.in_flight = totals, Totals()
+        finally:
+            bot.io.release()

@@ -36,6 +36,9 @@ from ragbot.db.models import (
     UnansweredQuestion,
 )
 from ragbot.db.session import alembic_config, make_engine, make_session_factory, migrate, session_scope
+from ragbot.retrieval.calibration import FusionCalibration
+from ragbot.retrieval.fusion import top_z
+from ragbot.services.calibration_store import SqlCalibrationStore
 from ragbot.types import Chunk, Citation, Hit, MatchedTerm, MessageStatus, OwnerMode, SenderType
 
 pytestmark = pytest.mark.integration
@@ -642,3 +645,95 @@ def test_ingest_jobs(sessions: sessionmaker[Session]) -> None:
         repo.update_ingest_job(s, "bot-a", job_id, status="done")
     with pytest.raises(repo.IngestJobNotFoundError), session_scope(sessions) as s:
         repo.update_ingest_job(s, "bot-b", job_id, status="failed")
+
+
+# --------------------------------------------------------------------------- fusion calibration
+
+
+def test_fusion_observations_add_up_per_bot(sessions: sessionmaker[Session]) -> None:
+    with session_scope(sessions) as s:
+        assert repo.get_fusion_calibration(s, "bot-a") is None
+        assert repo.add_fusion_observations(s, "bot-a", 3, 1.5, 0.75) == (3, 1.5, 0.75)
+    with session_scope(sessions) as s:
+        assert repo.add_fusion_observations(s, "bot-a", 2, 0.5, 0.25) == (5, 2.0, 1.0)
+        assert repo.add_fusion_observations(s, "bot-b", 1, 9.0, 9.0) == (1, 9.0, 9.0)
+    with session_scope(sessions) as s:
+        assert repo.get_fusion_calibration(s, "bot-a") == (5, 2.0, 1.0)
+        assert repo.get_fusion_calibration(s, "bot-b") == (1, 9.0, 9.0)
+        assert repo.reset_fusion_calibration(s, "bot-b") is True
+        assert repo.reset_fusion_calibration(s, "bot-b") is False
+    with session_scope(sessions) as s:
+        assert repo.get_fusion_calibration(s, "bot-b") is None
+        assert repo.get_fusion_calibration(s, "bot-a") == (5, 2.0, 1.0)
+
+
+def test_concurrent_fusion_flushes_all_count(sessions: sessionmaker[Session]) -> None:
+    """Processes flush deltas, not totals, into one row: concurrent flushes (separate sessions, first
+    insert included) are all added, none overwrites another."""
+    writers, per_writer = 4, 5
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def flush() -> None:
+        try:
+            barrier.wait()  # all race for the first insert of the row
+            for _ in range(per_writer):
+                with session_scope(sessions) as s:
+                    repo.add_fusion_observations(s, "bot-a", 2, 0.5, 0.25)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=flush) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with session_scope(sessions) as s:
+        assert repo.get_fusion_calibration(s, "bot-a") == (40, 10.0, 5.0)
+
+
+def test_two_processes_learn_the_same_weights_through_the_sql_store(sessions: sessionmaker[Session]) -> None:
+    sharp, soft = [10.0] * 10 + [1.0] * 40, [1.0 - 0.01 * i for i in range(50)]
+    workers = [
+        FusionCalibration(min_queries=4, store=SqlCalibrationStore(sessions), flush_every=2) for _ in range(2)
+    ]
+    for worker in workers:
+        for _ in range(2):
+            worker.observe("bot-a", soft, sharp)
+    workers[0].flush()  # nothing pending, nothing written: the view is from its last flush
+    assert [w.queries("bot-a") for w in workers] == [2, 4]
+    workers[0].observe("bot-a", soft, sharp)
+    workers[0].flush()
+    assert workers[0].queries("bot-a") == 5
+    restarted = FusionCalibration(min_queries=4, store=SqlCalibrationStore(sessions))
+    assert restarted.queries("bot-a") == 5
+    assert restarted.weights("bot-a") == pytest.approx(workers[0].weights("bot-a"))
+    assert restarted.queries("bot-b") == 0
+    stored = SqlCalibrationStore(sessions).load("bot-a")
+    assert stored is not None
+    assert stored.queries == 5
+    assert (stored.sparse_sum, stored.dense_sum) == pytest.approx((5 * top_z(soft), 5 * top_z(sharp)))
+    restarted.forget("bot-a")
+    with session_scope(sessions) as s:
+        assert repo.get_fusion_calibration(s, "bot-a") is None
+
+
+def test_runtime_close_stores_pending_observations(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    """A worker's last few queries (fewer than ``flush_every``) are not lost when it shuts down."""
+    from ragbot.config import Settings
+    from ragbot.runtime import Runtime
+
+    settings = Settings(data_dir=tmp_path, fusion_calibration_flush_every=100)
+    unused = object()  # the retriever is built, never asked to search
+    runtime = Runtime(
+        settings, session_factory=sessions, sparse_encoder=unused, dense_encoder=unused, index=unused
+    )
+    runtime.retriever.calibration.observe("bot-a", [2.0, 1.0, 0.0], [3.0, 1.0, 0.0])
+    with session_scope(sessions) as s:
+        assert repo.get_fusion_calibration(s, "bot-a") is None
+    runtime.close()
+    with session_scope(sessions) as s:
+        stored = repo.get_fusion_calibration(s, "bot-a")
+    assert stored is not None
+    assert stored[0] == 1
