@@ -189,6 +189,7 @@ def bm25_runs(dataset: BeirDataset, depth: int) -> dict[str, list[str]]:
     import bm25s
     import Stemmer
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on itself at import
     stemmer = Stemmer.Stemmer("english")
     texts = [f"{d.title}\n{d.text}" if d.title else d.text for d in dataset.corpus]
     model = bm25s.BM25()
