@@ -18,6 +18,8 @@ size, mtime and the transformers version, so later starts load in a couple of se
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -275,6 +277,26 @@ def load_local_model(name: str, cache_dir: Path) -> LocalChatModel:
         return loaded
 
 
+@contextlib.contextmanager
+def _no_conversion_bar() -> Iterator[None]:
+    """transformers draws a raw tqdm bar while it dequantizes GGUF tensors, on stderr of a CLI answer or a
+    server log; the INFO line above says the same once. Only that module's bar is switched off."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    setattr(gguf_utils, "tqdm", functools.partial(bar, disable=True))  # noqa: B010 (not a public export)
+    try:
+        yield
+    finally:
+        setattr(gguf_utils, "tqdm", bar)  # noqa: B010
+
+
 def _load(source: ModelSource, cache_dir: Path) -> LocalChatModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -289,8 +311,9 @@ def _load(source: ModelSource, cache_dir: Path) -> LocalChatModel:
         else:
             gguf_path = Path(source.path)
             log.info("dequantizing %s (first start only; cached under %s)", gguf_path.name, cached)
-            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+            with _no_conversion_bar():
+                tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+                model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
             _save_converted(model, tokenizer, cached)
     else:
         try:
