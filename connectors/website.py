@@ -344,7 +344,7 @@ class _Crawl:
         self.seen: set[str] = set()
         self.reported: set[str] = set()
         self.sitemap_lastmod: dict[str, datetime | None] = {}
-        self.fetches = 0
+        self.fetches = 0  # pages fetched or proven unchanged: what max_pages caps
         self.pending = 0
         self.client = config.open_client()
 
@@ -445,7 +445,12 @@ class _Crawl:
         if known is not None and lastmod is not None and self.config.trust_sitemap_lastmod:
             stored = _http_date(known.last_modified)
             if stored is not None and lastmod <= stored:
-                self._report(Unchanged(known.uri))
+                # A page proven unchanged counts against max_pages like a fetched one, so a re-sync with
+                # the same cap covers the same site instead of adding max_pages new pages every run.
+                # Past the cap it is left as it is: neither re-verified nor removed.
+                if self.fetches < self.config.max_pages:
+                    self.fetches += 1
+                    self._report(Unchanged(known.uri))
                 return
         self.frontier.append(_Task(url, depth, referrer, known, lastmod))
 

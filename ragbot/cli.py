@@ -52,7 +52,11 @@ def ingest(
     ] = False,
     bot: Annotated[str | None, typer.Option("--bot", help="Tenant id.")] = None,
 ) -> None:
-    """Ingest (or re-sync) documents into the index."""
+    """Ingest (or re-sync) documents into the index.
+
+    Exits 1 when documents failed and none was ingested or confirmed (a refused URL, an unreadable folder),
+    so scripts notice; a crawl with some broken links among good pages still exits 0.
+    """
     from ragbot.cli_progress import IngestProgress
     from ragbot.runtime import Runtime
     from ragbot.services.ingest import connector_for
@@ -74,15 +78,18 @@ def ingest(
     with IngestProgress(enabled=not as_json and sys.stderr.isatty()) as progress:
         report = runtime.ingest_service.ingest(bot_id, connector, progress=progress.update)
     runtime.close()
+    nothing_usable = report.failed > 0 and report.added + report.updated + report.unchanged == 0
     if as_json:
         _print_json(report.as_dict())
-        return
-    typer.echo(
-        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"removed {report.removed}, failed {report.failed} ({report.chunks} chunks)"
-    )
-    for failure in report.failures:
-        typer.echo(f"  failed: {failure.get('uri')}: {failure.get('reason')}", err=True)
+    else:
+        typer.echo(
+            f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+            f"removed {report.removed}, failed {report.failed} ({report.chunks} chunks)"
+        )
+        for failure in report.failures:
+            typer.echo(f"  failed: {failure.get('uri')}: {failure.get('reason')}", err=True)
+    if nothing_usable:
+        raise typer.Exit(1)
 
 
 @app.command()

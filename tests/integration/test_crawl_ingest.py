@@ -185,3 +185,18 @@ def test_background_job_reports_progress_and_result(stack: dict[str, Any]) -> No
         assert "interrupted" in (stale[0].error or "")
     finally:
         jobs.shutdown()
+
+
+def test_a_capped_resync_covers_the_same_pages_instead_of_growing(stack: dict[str, Any]) -> None:
+    service: IngestService = stack["service"]
+    settings: Settings = stack["settings"]
+    with FixtureSite(topics=3, articles_per_topic=10, sections=1) as site:
+        cap = 12
+        assert len(site.expected_urls()) > 2 * cap
+        first = service.ingest(BOT, connector_for(site.url("/"), settings, allow_private=True, max_pages=cap))
+        assert first.added + first.failed <= cap
+        again = service.ingest(BOT, connector_for(site.url("/"), settings, allow_private=True, max_pages=cap))
+        # Pages proven unchanged count against the cap like fetched ones: the index does not grow.
+        assert again.added + again.updated + again.unchanged + again.failed <= cap
+        assert again.removed == 0
+        assert len(document_rows(stack["sessions"])) <= cap
