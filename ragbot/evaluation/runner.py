@@ -130,6 +130,14 @@ def _product_runs(
                 # What a deployed bot has learned after answering these questions (the queries, no labels).
                 for query in dataset.queries.values():
                     retriever.retrieve_mode(EVAL_BOT, query, 1, "hybrid")
+                w_sparse, w_dense = retriever.calibration.weights(EVAL_BOT)
+                log.info(
+                    "fusion %s: weights sparse %.2f, dense %.2f after %d queries",
+                    settings.fusion,
+                    w_sparse,
+                    w_dense,
+                    retriever.calibration.queries(EVAL_BOT),
+                )
             return {mode: _runs(retriever, dataset, mode, per_doc, doc_of) for mode in modes}
         finally:
             runtime.close()
