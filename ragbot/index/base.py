@@ -6,20 +6,24 @@ The shared suite in ``tests/contract`` runs each backend through the same cases.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from ragbot.types import Chunk, EncodedChunk, Hit, SparseVector
 
 FusionName = Literal["rrf", "dbsf"]
+#: Which chunks one top list missed are worth an exact rescoring: ``(sparse, dense) -> chunk ids``.
+RescoreFilter = Callable[[list[tuple[str, float]], list[tuple[str, float]]], Collection[str]]
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A chunk from the sparse or the dense top list of one query, with both retrievers' exact scores.
+    """A chunk from the sparse or the dense top list of one query, with both retrievers' scores.
 
     Candidates carry no text: client-side fusion ranks them, and only the winners' chunks are fetched.
+    A score from the list that missed the chunk is exact when the caller had it rescored; otherwise
+    (``exact`` false) it is that list's lowest score, an upper bound of the real one.
     """
 
     chunk_id: str
@@ -27,6 +31,7 @@ class Candidate:
     dense_score: float
     sparse_rank: int | None  # position in the sparse top list, from 1; None when not in it
     dense_rank: int | None
+    exact: bool = True
 
 
 class IndexConfigError(ValueError):
@@ -73,10 +78,19 @@ class VectorIndex(Protocol):
         ...
 
     def hybrid_candidates(
-        self, bot_id: str, sparse: SparseVector, dense: Sequence[float], limit: int
+        self,
+        bot_id: str,
+        sparse: SparseVector,
+        dense: Sequence[float],
+        limit: int,
+        rescore: RescoreFilter | None = None,
     ) -> list[Candidate]:
-        """The union of the sparse and the dense top-``limit`` lists, for fusion computed by the caller;
-        a chunk only one list found is rescored exactly by the other retriever."""
+        """The union of the sparse and the dense top-``limit`` lists, for fusion computed by the caller.
+
+        A chunk only one list found is rescored exactly by the other retriever; ``rescore``, given the
+        two lists as ``(chunk_id, score)`` pairs, may narrow that to the chunks it names (the others get
+        the list's lowest score as a bound, ``exact=False``), sparing a round trip when none is named.
+        """
         ...
 
     def chunks(self, bot_id: str, chunk_ids: Sequence[str]) -> dict[str, Chunk]:

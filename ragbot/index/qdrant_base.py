@@ -9,13 +9,14 @@ requests, and writing, deleting, counting and retrieving points.
 
 from __future__ import annotations
 
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from ragbot.index.base import Candidate, FusionName, IndexClosedError, IndexConfigError
+from ragbot.index.base import Candidate, FusionName, IndexClosedError, IndexConfigError, RescoreFilter
 from ragbot.index.points import (
     CHUNK_ID_FIELD,
     DENSE_VECTOR,
@@ -31,7 +32,14 @@ from ragbot.index.points import (
     point_id,
     sparse_from_pairs,
 )
-from ragbot.index.scoring import ScoredId, assemble_candidates, assemble_hits, check_fusion, engine_rrf_k
+from ragbot.index.scoring import (
+    ScoredId,
+    assemble_candidates,
+    assemble_hits,
+    check_fusion,
+    chunk_id_of,
+    engine_rrf_k,
+)
 from ragbot.types import Chunk, EncodedChunk, Hit, SparseVector
 
 FilterT = TypeVar("FilterT")
@@ -233,7 +241,12 @@ class QdrantIndexBase(ABC, Generic[FilterT]):
         return assemble_hits(results[0], results[1] if sparse.indices else [], results[-1])
 
     def hybrid_candidates(
-        self, bot_id: str, sparse: SparseVector, dense: Sequence[float], limit: int
+        self,
+        bot_id: str,
+        sparse: SparseVector,
+        dense: Sequence[float],
+        limit: int,
+        rescore: RescoreFilter | None = None,
     ) -> list[Candidate]:
         check_search_limits(limit)
         check_sparse(sparse)
@@ -248,17 +261,31 @@ class QdrantIndexBase(ABC, Generic[FilterT]):
         sparse_list = results[1] if sparse.indices else []
         in_dense = {s.point_id for s in dense_list}
         in_sparse = {s.point_id for s in sparse_list}
-        # A chunk only one list found is rescored exactly by the other retriever, restricted to those ids.
+        # A chunk only one list found is rescored exactly by the other retriever, restricted to those ids
+        # (and to the ones ``rescore`` names, when given).
         need_dense = sorted(in_sparse - in_dense)
         need_sparse = sorted(in_dense - in_sparse) if sparse.indices else []
-        rescore: list[Search[FilterT] | Fused[FilterT]] = []
+        if rescore is not None and (need_dense or need_sparse):
+            chunk_of = {s.point_id: chunk_id_of(s) for s in (*sparse_list, *dense_list)}
+            wanted = set(
+                rescore(
+                    [(chunk_of[s.point_id], s.score) for s in sparse_list],
+                    [(chunk_of[s.point_id], s.score) for s in dense_list],
+                )
+            )
+            need_dense = [p for p in need_dense if chunk_of[p] in wanted]
+            need_sparse = [p for p in need_sparse if chunk_of[p] in wanted]
+        rescore_requests: list[Search[FilterT] | Fused[FilterT]] = []
         if need_dense:
-            rescore.append(self._exact(bot_id, dense_q, need_dense))
+            rescore_requests.append(self._exact(bot_id, dense_q, need_dense))
         if need_sparse:
-            rescore.append(self._exact(bot_id, sparse, need_sparse))
-        rescored = iter(self._search(rescore) if rescore else [])
-        dense_exact = {s.point_id: s.score for s in next(rescored)} if need_dense else {}
-        sparse_exact = {s.point_id: s.score for s in next(rescored)} if need_sparse else {}
+            rescore_requests.append(self._exact(bot_id, sparse, need_sparse))
+        rescored = iter(self._search(rescore_requests) if rescore_requests else [])
+        dense_exact = dict.fromkeys(need_dense, math.nan)
+        dense_exact.update({s.point_id: s.score for s in next(rescored)} if need_dense else {})
+        # No shared term, no sparse score: the engine returns nothing for it (and an empty query has none).
+        sparse_exact = dict.fromkeys(need_sparse if sparse.indices else in_dense, 0.0)
+        sparse_exact.update({s.point_id: s.score for s in next(rescored)} if need_sparse else {})
         return assemble_candidates(sparse_list, dense_list, sparse_exact, dense_exact)
 
     def search_sparse(self, bot_id: str, sparse: SparseVector, limit: int) -> list[Hit]:

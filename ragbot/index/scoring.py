@@ -7,6 +7,7 @@ the retrieval log and calibrated refusal thresholds use; a point absent from a l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,25 +59,37 @@ def assemble_candidates(
 ) -> list[Candidate]:
     """The union of both top lists, sparse list first (payloads must hold ``chunk_id``).
 
-    A score comes from the chunk's own list or else from the exact rescoring of the ids the other list
-    found; a sparse score missing there is 0.0, as sparse search only returns chunks sharing a query term.
+    A score comes from the chunk's own list, else from the exact rescoring by the other retriever
+    (``*_exact``: point id -> score, for every point that was rescored), else, for a point nobody rescored,
+    from the other list's lowest score: a bound, and the candidate says ``exact=False``.
     """
     s_at = {s.point_id: (rank, s.score) for rank, s in enumerate(sparse, start=1)}
     d_at = {s.point_id: (rank, s.score) for rank, s in enumerate(dense, start=1)}
+    s_floor = min((s.score for s in sparse), default=0.0)
+    d_floor = min((s.score for s in dense), default=0.0)
     union: dict[str, ScoredId] = {}
     for scored in [*sparse, *dense]:
         union.setdefault(scored.point_id, scored)
     candidates = []
     for pid, scored in union.items():
-        if scored.payload is None or CHUNK_ID_FIELD not in scored.payload:
-            raise ValueError(f"point {pid} came back without its chunk id")
-        s_rank, s_score = s_at.get(pid, (None, sparse_exact.get(pid, 0.0)))
+        chunk_id = chunk_id_of(scored)
+        exact = True
+        s_rank, s_score = s_at.get(pid, (None, sparse_exact.get(pid)))
         d_rank, d_score = d_at.get(pid, (None, dense_exact.get(pid)))
-        if d_score is None:
-            raise ValueError(f"point {pid} was not rescored by the dense retriever")
-        chunk_id = str(scored.payload[CHUNK_ID_FIELD])
-        candidates.append(Candidate(chunk_id, s_score, d_score, s_rank, d_rank))
+        if s_score is None:
+            s_score, exact = s_floor, False
+        if d_score is None or math.isnan(d_score):
+            if d_score is not None:  # rescored, yet the engine returned nothing: a broken index
+                raise ValueError(f"point {pid} was not rescored by the dense retriever")
+            d_score, exact = d_floor, False
+        candidates.append(Candidate(chunk_id, s_score, d_score, s_rank, d_rank, exact))
     return candidates
+
+
+def chunk_id_of(scored: ScoredId) -> str:
+    if scored.payload is None or CHUNK_ID_FIELD not in scored.payload:
+        raise ValueError(f"point {scored.point_id} came back without its chunk id")
+    return str(scored.payload[CHUNK_ID_FIELD])
 
 
 def check_fusion(fusion: str) -> FusionName:

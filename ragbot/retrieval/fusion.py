@@ -89,6 +89,41 @@ def zscore_exact(
     return sort_scores(fused)
 
 
+def worth_rescoring(
+    sparse: Sequence[Scored], dense: Sequence[Scored], weights: tuple[float, float], top_k: int
+) -> set[str]:
+    """The candidates one list missed that could still reach ``zscore_exact``'s top ``top_k``.
+
+    A candidate absent from a top list scores at most that list's lowest score there (sparse search is
+    exact; for an HNSW dense list this holds up to the index's recall), so its fused score is bounded by
+    its own z-score plus the other list's lowest z-score. Candidates in both lists have exact fused scores;
+    the ``top_k``-th of those is a floor the final top ``top_k`` cannot fall below, and a candidate whose
+    bound is under it cannot enter the result: fetching its exact score would change nothing. On typical
+    queries no candidate survives and the rescoring round trip is skipped.
+    """
+    listed = [dict(sparse), dict(dense)]
+    z: list[dict[str, float]] = []
+    floors: list[float] = []
+    for ranked in (sparse, dense):
+        if not ranked:
+            z.append({})
+            floors.append(0.0)
+            continue
+        mean, std = _mean_std([score for _, score in ranked])
+        zs = {doc: (score - mean) / std if std > 0 else 0.0 for doc, score in ranked}
+        z.append(zs)
+        floors.append(min(zs.values()))
+    w_sparse, w_dense = weights
+    both = [w_sparse * z[0][doc] + w_dense * z[1][doc] for doc in listed[0].keys() & listed[1].keys()]
+    threshold = sorted(both, reverse=True)[top_k - 1] if len(both) >= top_k else -math.inf
+    single = listed[0].keys() ^ listed[1].keys()
+    return {
+        doc
+        for doc in single
+        if w_sparse * z[0].get(doc, floors[0]) + w_dense * z[1].get(doc, floors[1]) >= threshold
+    }
+
+
 def top_z(scores: Sequence[float], head: int = CALIBRATION_HEAD, depth: int = CALIBRATION_DEPTH) -> float:
     """How far a list's best scores stand above the rest: the mean z-score of its first ``head`` scores,
     standardised over its first ``depth`` (scores best first). 0 for a flat or empty list."""

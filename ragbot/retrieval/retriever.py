@@ -19,6 +19,7 @@ from ragbot.index.scoring import check_fusion
 from ragbot.retrieval import fusion as fusion_fns
 from ragbot.retrieval.calibration import FusionCalibration
 from ragbot.retrieval.explain import matched_terms
+from ragbot.retrieval.fusion import Scored
 from ragbot.types import Hit, SparseVector
 
 RetrievalMode = Literal["sparse", "dense", "hybrid"]
@@ -94,11 +95,17 @@ class Retriever:
                 fusion=self._engine_fusion,
                 rrf_k=self._rrf_k,
             )
-        candidates = self._index.hybrid_candidates(bot_id, q_sparse, q_dense, prefetch_k)
-        weights = (1.0, 1.0)
         if self._fusion == "zscore_calibrated":
-            self.calibration.observe(bot_id, *_list_scores(candidates))
             weights = self.calibration.weights(bot_id)
+
+            def worth_rescoring(sparse: list[Scored], dense: list[Scored]) -> set[str]:
+                return fusion_fns.worth_rescoring(sparse, dense, weights, top_k)
+
+            candidates = self._index.hybrid_candidates(bot_id, q_sparse, q_dense, prefetch_k, worth_rescoring)
+            self.calibration.observe(bot_id, *_list_scores(candidates))
+        else:
+            weights = (1.0, 1.0)
+            candidates = self._index.hybrid_candidates(bot_id, q_sparse, q_dense, prefetch_k)
         ranked = fuse_candidates(self._fusion, candidates, rrf_k=self._rrf_k, weights=weights)[:top_k]
         chunks = self._index.chunks(bot_id, [c.chunk_id for c, _ in ranked])
         return [

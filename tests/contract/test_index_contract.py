@@ -222,7 +222,29 @@ def test_hybrid_candidates_carry_both_exact_scores(index: VectorIndex) -> None:
     assert index.hybrid_candidates(B, QUERY_SPARSE, QUERY_DENSE, limit=10) == []
     dense_only = index.hybrid_candidates(A, SparseVector((), ()), QUERY_DENSE, limit=10)
     assert [c.dense_rank for c in dense_only] == [1, 2, 3]
-    assert all(c.sparse_rank is None and c.sparse_score == 0.0 for c in dense_only)
+    assert all(c.sparse_rank is None and c.sparse_score == 0.0 and c.exact for c in dense_only)
+    assert all(c.exact for c in [*got.values(), *everything])
+
+
+def test_hybrid_candidates_rescore_only_what_the_caller_names(index: VectorIndex) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    seen: list[tuple[list[tuple[str, float]], list[tuple[str, float]]]] = []
+
+    def only_doc1(sparse: list[tuple[str, float]], dense: list[tuple[str, float]]) -> set[str]:
+        seen.append((sparse, dense))
+        return {DOC1.chunk.id}
+
+    got = {c.chunk_id: c for c in index.hybrid_candidates(A, QUERY_SPARSE, QUERY_DENSE, 1, only_doc1)}
+    [(sparse, dense)] = seen
+    assert [c for c, _ in sparse] == [DOC2.chunk.id]
+    assert [c for c, _ in dense] == [DOC1.chunk.id]
+    doc1, doc2 = got[DOC1.chunk.id], got[DOC2.chunk.id]
+    assert doc1.exact
+    assert doc1.sparse_score == pytest.approx(2.0)  # rescored exactly
+    assert not doc2.exact
+    assert doc2.dense_score == pytest.approx(dense[0][1])  # the dense list's lowest score: a bound
+    nothing = index.hybrid_candidates(A, QUERY_SPARSE, QUERY_DENSE, 1, lambda s, d: ())
+    assert not any(c.exact for c in nothing)
 
 
 def test_chunks_by_id_stay_within_the_bot(index: VectorIndex) -> None:

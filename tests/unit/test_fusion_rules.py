@@ -154,3 +154,39 @@ def test_calibrated_weights_favour_the_sharper_retriever_and_sum_to_two() -> Non
     assert w_sparse + w_dense == pytest.approx(2.0)
     assert w_dense > 1.5 > 0.5 > w_sparse
     assert fusion.calibrated_weights(1.2, 1.1) == pytest.approx((w_dense, w_sparse))
+
+
+def test_skipping_candidates_not_worth_rescoring_never_changes_the_top_k() -> None:
+    rng = random.Random(11)
+    skipped_some = 0
+    for _ in range(300):
+        docs = [f"d{i}" for i in range(rng.randint(4, 40))]
+        in_s = rng.sample(docs, rng.randint(2, len(docs)))
+        in_d = rng.sample(docs, rng.randint(2, len(docs)))
+        s_scores = {d: rng.uniform(0, 30) for d in in_s}
+        d_scores = {d: rng.uniform(-0.2, 0.9) for d in in_d}
+        sparse = sorted(s_scores.items(), key=lambda p: -p[1])
+        dense = sorted(d_scores.items(), key=lambda p: -p[1])
+        s_floor, d_floor = sparse[-1][1], dense[-1][1]
+        # What an index would rescore: a list misses a chunk only when it scores no higher than its last.
+        true = {
+            d: (s_scores.get(d, rng.uniform(0, s_floor)), d_scores.get(d, rng.uniform(-0.5, d_floor)))
+            for d in {*in_s, *in_d}
+        }
+        w_sparse = rng.uniform(0.1, 1.9)
+        weights = (w_sparse, 2.0 - w_sparse)
+        top_k = rng.randint(1, 6)
+        worth = fusion.worth_rescoring(sparse, dense, weights, top_k)
+        bounded = {
+            d: (
+                true[d][0] if d in s_scores or d in worth else s_floor,
+                true[d][1] if d in d_scores or d in worth else d_floor,
+            )
+            for d in true
+        }
+        full = fusion.zscore_exact(sparse, dense, true, weights)[:top_k]
+        pruned = fusion.zscore_exact(sparse, dense, bounded, weights)[:top_k]
+        assert _ids(pruned) == _ids(full)
+        assert [s for _, s in pruned] == pytest.approx([s for _, s in full])
+        skipped_some += len(set(s_scores) ^ set(d_scores)) > len(worth)
+    assert skipped_some > 100  # the bound does prune in most cases

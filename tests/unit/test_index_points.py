@@ -143,14 +143,31 @@ def test_assemble_candidates_unions_both_lists_with_exact_scores() -> None:
     got = assemble_candidates(
         sparse=[ScoredId("p1", 3.0, ids("c1"))],
         dense=[ScoredId("p2", 0.9, ids("c2")), ScoredId("p1", 0.5, ids("c1"))],
-        sparse_exact={},  # p2 shares no term with the query
+        sparse_exact={"p2": 0.0},  # rescored: p2 shares no term with the query
         dense_exact={},
     )
     assert got == [Candidate("c1", 3.0, 0.5, 1, 2), Candidate("c2", 0.0, 0.9, None, 1)]
     rescored = assemble_candidates([ScoredId("p1", 3.0, ids("c1"))], [], {}, {"p1": 0.25})
     assert rescored == [Candidate("c1", 3.0, 0.25, 1, None)]
-    with pytest.raises(ValueError, match="dense"):
-        assemble_candidates([ScoredId("p1", 3.0, ids("c1"))], [], {}, {})
+    with pytest.raises(ValueError, match="dense"):  # rescored, but the engine lost the point
+        assemble_candidates([ScoredId("p1", 3.0, ids("c1"))], [], {}, {"p1": float("nan")})
+
+
+def test_candidates_nobody_rescored_get_the_other_lists_floor_as_a_bound() -> None:
+    def ids(chunk_id: str) -> dict[str, str]:
+        return {"chunk_id": chunk_id}
+
+    got = assemble_candidates(
+        sparse=[ScoredId("p1", 3.0, ids("c1")), ScoredId("p3", 1.0, ids("c3"))],
+        dense=[ScoredId("p2", 0.9, ids("c2")), ScoredId("p1", 0.5, ids("c1"))],
+        sparse_exact={},
+        dense_exact={},
+    )
+    assert got == [
+        Candidate("c1", 3.0, 0.5, 1, 2),
+        Candidate("c3", 1.0, 0.5, 2, None, exact=False),
+        Candidate("c2", 1.0, 0.9, None, 1, exact=False),
+    ]
     with pytest.raises(ValueError, match="chunk id"):
         assemble_candidates([ScoredId("p1", 3.0, {})], [], {}, {"p1": 0.1})
 
