@@ -11,7 +11,7 @@ behind the choice: plain z-scores beat the better single retriever on four of fi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 Scored = tuple[str, float]
 
@@ -56,9 +56,7 @@ def zscore(sparse: Sequence[Scored], dense: Sequence[Scored]) -> list[Scored]:
     for ranked in (sparse, dense):
         if not ranked:
             continue
-        listed = dict(ranked)
-        mean, std = _mean_std(list(listed.values()))
-        z = {doc: (score - mean) / std if std > 0 else 0.0 for doc, score in listed.items()}
+        z = _z_scores(ranked)
         floor = min(z.values())
         for doc in union:
             fused[doc] += z.get(doc, floor)
@@ -83,9 +81,9 @@ def zscore_exact(
     for column, (ranked, weight) in enumerate(((sparse, w_sparse), (dense, w_dense))):
         if not ranked:
             continue
-        mean, std = _mean_std([score for _, score in ranked])
+        standardise = _standardiser([score for _, score in ranked])
         for doc, scores in exact.items():
-            fused[doc] += weight * ((scores[column] - mean) / std if std > 0 else 0.0)
+            fused[doc] += weight * standardise(scores[column])
     return sort_scores(fused)
 
 
@@ -105,14 +103,9 @@ def worth_rescoring(
     z: list[dict[str, float]] = []
     floors: list[float] = []
     for ranked in (sparse, dense):
-        if not ranked:
-            z.append({})
-            floors.append(0.0)
-            continue
-        mean, std = _mean_std([score for _, score in ranked])
-        zs = {doc: (score - mean) / std if std > 0 else 0.0 for doc, score in ranked}
+        zs = _z_scores(ranked) if ranked else {}
         z.append(zs)
-        floors.append(min(zs.values()))
+        floors.append(min(zs.values(), default=0.0))
     w_sparse, w_dense = weights
     both = [w_sparse * z[0][doc] + w_dense * z[1][doc] for doc in listed[0].keys() & listed[1].keys()]
     threshold = sorted(both, reverse=True)[top_k - 1] if len(both) >= top_k else -math.inf
@@ -130,9 +123,9 @@ def top_z(scores: Sequence[float], head: int = CALIBRATION_HEAD, depth: int = CA
     xs = list(scores[:depth])
     if not xs:
         return 0.0
-    mean, std = _mean_std(xs)
+    standardise = _standardiser(xs)
     top = xs[:head]
-    return math.fsum((x - mean) / std for x in top) / len(top) if std > 0 else 0.0
+    return math.fsum(standardise(x) for x in top) / len(top)
 
 
 def calibrated_weights(
@@ -174,6 +167,18 @@ def fuse(
             raise ValueError("zscore_calibrated needs both exact scores of every candidate")
         return zscore_exact(sparse, dense, exact, weights)
     raise ValueError(f"unknown fusion {name!r}: expected one of {', '.join(FUSIONS)}")
+
+
+def _standardiser(xs: Sequence[float]) -> Callable[[float], float]:
+    """x -> (x - mean) / std over ``xs``; every value maps to 0 when ``xs`` has no spread."""
+    mean, std = _mean_std(xs)
+    return (lambda x: (x - mean) / std) if std > 0 else (lambda x: 0.0)
+
+
+def _z_scores(ranked: Sequence[Scored]) -> dict[str, float]:
+    """Each listed document's z-score within its own (non-empty) list."""
+    standardise = _standardiser([score for _, score in ranked])
+    return {doc: standardise(score) for doc, score in ranked}
 
 
 def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
