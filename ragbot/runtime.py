@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ragbot.generation.base import ChatLLM
     from ragbot.generation.prompts import PromptLibrary
     from ragbot.index.base import VectorIndex
+    from ragbot.retrieval.calibration import FusionCalibration
     from ragbot.retrieval.retriever import Retriever
     from ragbot.services.chat import ChatService
     from ragbot.services.ingest import IngestService
@@ -87,7 +88,6 @@ class Runtime:
     @cached_property
     def retriever(self) -> Retriever:
         from ragbot.retrieval.calibration import FusionCalibration
-        from ragbot.retrieval.retriever import Retriever
         from ragbot.services.calibration_store import SqlCalibrationStore
 
         # Every process adds to the same learned weights; the lambda defers opening the database until a
@@ -97,6 +97,13 @@ class Runtime:
             store=SqlCalibrationStore(lambda: self.session_factory()),
             flush_every=self.settings.fusion_calibration_flush_every,
         )
+        return self.build_retriever(calibration)
+
+    def build_retriever(self, calibration: FusionCalibration, *, explain_terms: int = 8) -> Retriever:
+        """A retriever over this runtime's encoders and index, configured from settings; ``retriever`` is
+        the served one, evaluation builds its own with a private calibration and no explanations."""
+        from ragbot.retrieval.retriever import Retriever
+
         return Retriever(
             self.sparse_encoder,
             self.dense_encoder,
@@ -104,6 +111,7 @@ class Runtime:
             prefetch_k=self.settings.prefetch_k,
             fusion=self.settings.fusion,
             rrf_k=self.settings.rrf_k,
+            explain_terms=explain_terms,
             calibration=calibration,
         )
 

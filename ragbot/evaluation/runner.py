@@ -144,20 +144,11 @@ def _product_runs(
 
 
 def _eval_retriever(runtime: Runtime, settings: Settings) -> Retriever:
-    """The product's retriever, minus matched-term explanations (no metric reads them)."""
+    """The product's retriever with a calibration of its own, minus explanations (no metric reads them)."""
     from ragbot.retrieval.calibration import FusionCalibration
-    from ragbot.retrieval.retriever import Retriever
 
-    return Retriever(
-        runtime.sparse_encoder,
-        runtime.dense_encoder,
-        runtime.index,
-        prefetch_k=settings.prefetch_k,
-        fusion=settings.fusion,
-        rrf_k=settings.rrf_k,
-        explain_terms=0,
-        calibration=FusionCalibration(min_queries=settings.fusion_calibration_queries),
-    )
+    calibration = FusionCalibration(min_queries=settings.fusion_calibration_queries)
+    return runtime.build_retriever(calibration, explain_terms=0)
 
 
 def _runs(
