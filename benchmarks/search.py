@@ -147,6 +147,12 @@ def load_encoders() -> tuple[object, object] | str:
         return f"encoders failed to load: {exc}"
 
 
+def load_dense_encoder_with(settings: Settings, **changes: object) -> object:
+    from ragbot.encoders import load_dense_encoder
+
+    return load_dense_encoder(settings.model_copy(update=changes))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200_000, help="chunks in the shard")
@@ -250,21 +256,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {name:<38} {p50:6.2f}  {p95:6.2f}")
         if not isinstance(encoders, str):
             settings = Settings()
-            for label, explain_terms in (
-                (f"retrieve(): encode + hybrid {settings.fusion}", 0),
-                ("  + matched-term explanations", 8),
-            ):
-                retriever = Retriever(
-                    encoders[0],  # type: ignore[arg-type]
-                    encoders[1],  # type: ignore[arg-type]
-                    index,
-                    prefetch_k=pf,
-                    fusion=settings.fusion,
-                    rrf_k=settings.rrf_k,
-                    explain_terms=explain_terms,
-                )
-                p50, p95 = percentiles(timed(lambda i: retriever.retrieve(BOT, texts[i], k), args.queries))  # noqa: B023
-                print(f"  {label:<38} {p50:6.2f}  {p95:6.2f}")
+            dense_variants = {f"{encoders[1].query_precision} dense queries": encoders[1]}  # type: ignore[attr-defined]
+            if encoders[1].query_precision != encoders[1].precision:  # type: ignore[attr-defined]
+                same = load_dense_encoder_with(settings, dense_query_precision=encoders[1].precision)  # type: ignore[attr-defined]
+                dense_variants[f"{same.query_precision} dense queries"] = same  # type: ignore[attr-defined]
+            variants: dict[str, Callable[[int], object]] = {}
+            for explain_terms in (0, 8):
+                for dense_label, dense_enc in dense_variants.items():
+                    retriever = Retriever(
+                        encoders[0],  # type: ignore[arg-type]
+                        dense_enc,  # type: ignore[arg-type]
+                        index,
+                        prefetch_k=pf,
+                        fusion=settings.fusion,
+                        rrf_k=settings.rrf_k,
+                        explain_terms=explain_terms,
+                    )
+                    label = f"retrieve(), {dense_label}" + (" + explanations" if explain_terms else "")
+                    variants[label] = lambda i, r=retriever: r.retrieve(BOT, texts[i], k)
+            print(f"end to end: encode both + hybrid {settings.fusion} + fetch (ms)   p50     p95")
+            for name, times in timed_interleaved(variants, args.queries).items():
+                p50, p95 = percentiles(times)
+                print(f"  {name:<52} {p50:6.2f}  {p95:6.2f}")
     finally:
         index.close()
         if args.path is None:

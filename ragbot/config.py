@@ -53,6 +53,14 @@ class Settings(BaseSettings):
             "(auto), always (bf16) or never (fp32). bf16 is 2-3x faster on such CPUs, cosine >= 0.9999."
         ),
     )
+    dense_query_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        default="auto",
+        description=(
+            "Linear layers of the dense encoder for queries: auto = int8 weights (bf16 activations) where "
+            "documents run in bf16 and the int8 kernel works, else the documents' precision. A query is "
+            "bound by weight reads, so int8 encodes it ~1.4x faster, cosine >= 0.999 to fp32."
+        ),
+    )
 
     # --- chunking ----------------------------------------------------------------
     chunk_max_tokens: int = 200

@@ -50,4 +50,5 @@ def load_dense_encoder(settings: Settings) -> DenseEncoder:
         query_prefix=settings.dense_query_prefix,
         document_prefix=settings.dense_document_prefix,
         precision=settings.dense_precision,
+        query_precision=settings.dense_query_precision,
     )

@@ -9,6 +9,7 @@ prefixes through the constructor.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Sequence
@@ -20,7 +21,14 @@ import torch.nn.functional as F  # noqa: N812
 
 from ragbot.encoders.batching import SerialTokenizer, check_texts, padded_batches
 from ragbot.encoders.packaged import resolve_model_path
-from ragbot.encoders.precision import Precision, resolve_precision, use_bf16_linears
+from ragbot.encoders.precision import (
+    Precision,
+    QueryPrecision,
+    resolve_precision,
+    resolve_query_precision,
+    use_bf16_linears,
+    use_int8_linears,
+)
 from ragbot.encoders.query_graph import SingleTextGraph
 
 __all__ = ["Pooling", "TransformerDenseEncoder", "cls_pool", "mean_pool"]
@@ -74,6 +82,7 @@ class TransformerDenseEncoder:
         normalize: bool = True,
         device: str = "cpu",
         precision: Precision = "fp32",
+        query_precision: QueryPrecision = "auto",
         trace_queries: bool = True,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
@@ -98,10 +107,16 @@ class TransformerDenseEncoder:
         self._dim = int(self._model.config.hidden_size)
         #: What the linear layers really run in: ``precision`` with ``auto`` resolved for this device.
         self.precision = resolve_precision(precision, self._device)
-        if self.precision == "bf16":
-            use_bf16_linears(self._model)
+        #: The same for queries; ``int8`` queries run on their own copy of the layers (embeddings shared).
+        self.query_precision = resolve_query_precision(query_precision, self.precision, self._device)
+        query_model = self._model
+        if self.query_precision != self.precision:
+            query_model = _shared_embeddings_copy(self._model)
+            _set_precision(query_model, self.query_precision)
+        _set_precision(self._model, self.precision)
+        self._query_model = query_model
         vocab = int(getattr(self._model.config, "vocab_size", 0) or 1)
-        self._query_graph = SingleTextGraph(self._model, vocab_size=vocab) if trace_queries else None
+        self._query_graph = SingleTextGraph(query_model, vocab_size=vocab) if trace_queries else None
 
     @property
     def dim(self) -> int:
@@ -114,7 +129,7 @@ class TransformerDenseEncoder:
         if not isinstance(text, str):
             raise TypeError(f"query must be str, got {type(text).__name__}")
         if self._query_graph is None:
-            return self._encode([self.query_prefix + text])[0]
+            return self._encode([self.query_prefix + text], self._query_model)[0]
         [token_ids] = self._tokenizer.token_ids([self.query_prefix + text], self.max_length)
         with torch.inference_mode():
             input_ids = torch.tensor([token_ids], device=self._device)
@@ -127,7 +142,8 @@ class TransformerDenseEncoder:
     def count_tokens(self, text: str) -> int:
         return self._tokenizer.count(text)
 
-    def _encode(self, texts: list[str]) -> list[tuple[float, ...]]:
+    def _encode(self, texts: list[str], model: torch.nn.Module | None = None) -> list[tuple[float, ...]]:
+        model = model or self._model
         vectors: list[tuple[float, ...]] = [()] * len(texts)
         pool = _POOLERS[self.pooling]
         token_ids = self._tokenizer.token_ids(texts, self.max_length)
@@ -135,9 +151,26 @@ class TransformerDenseEncoder:
             for batch in padded_batches(token_ids, self._tokenizer.pad_id, self.batch_size):
                 input_ids = torch.from_numpy(batch.input_ids).to(self._device)
                 mask = torch.from_numpy(batch.attention_mask).to(self._device)
-                pooled = pool(self._model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask)
+                pooled = pool(model(input_ids=input_ids, attention_mask=mask).last_hidden_state, mask)
                 if self.normalize:
                     pooled = F.normalize(pooled, p=2.0, dim=-1)
                 for position, row in zip(batch.positions, pooled.cpu().tolist(), strict=True):
                     vectors[position] = tuple(row)
         return vectors
+
+
+def _set_precision(model: torch.nn.Module, precision: str) -> None:
+    if precision == "bf16":
+        use_bf16_linears(model)
+    elif precision == "int8":
+        use_int8_linears(model)
+
+
+def _shared_embeddings_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy whose embedding tables are the original's: they are looked up, not multiplied, so a
+    second precision gains nothing there and a copy would double the model's largest tensors."""
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            memo[id(module.weight)] = module.weight
+    return copy.deepcopy(model, memo)

@@ -17,6 +17,7 @@ from ragbot.config import PACKAGED_DENSE, Settings
 from ragbot.encoders import DenseEncoder, load_dense_encoder
 from ragbot.encoders.dense import TransformerDenseEncoder, sentence_transformers_pooling
 from ragbot.encoders.packaged import resolve_model_path
+from ragbot.encoders.precision import int8_weights_available
 
 pytestmark = pytest.mark.integration
 
@@ -124,14 +125,42 @@ def test_loader_follows_settings() -> None:
 
 
 def test_bf16_linears_stay_within_cosine_0_9999_of_fp32(encoder: TransformerDenseEncoder) -> None:
-    fast = TransformerDenseEncoder(PACKAGED_DENSE, max_length=128, batch_size=2, precision="bf16")
-    assert fast.precision == "bf16"
+    fast = TransformerDenseEncoder(
+        PACKAGED_DENSE, max_length=128, batch_size=2, precision="bf16", query_precision="bf16"
+    )
+    assert (fast.precision, fast.query_precision) == ("bf16", "bf16")
     exact = torch.tensor(encoder.encode_documents(TEXTS))
     approx = torch.tensor(fast.encode_documents(TEXTS))
     cosines = (exact * approx).sum(dim=1)
     assert float(cosines.min()) >= 0.9999
     query = "I forgot my password, how can I change it?"
     assert dot(fast.encode_query(query), encoder.encode_query(query)) >= 0.9999
+
+
+@pytest.mark.skipif(
+    not int8_weights_available(torch.device("cpu")), reason="this torch build has no int8 weight-only product"
+)
+def test_int8_queries_stay_within_cosine_0_999_of_fp32_and_documents_keep_bf16(
+    encoder: TransformerDenseEncoder,
+) -> None:
+    fast = TransformerDenseEncoder(
+        PACKAGED_DENSE, max_length=128, batch_size=2, precision="bf16", query_precision="int8"
+    )
+    assert (fast.precision, fast.query_precision) == ("bf16", "int8")
+    for query in ("I forgot my password, how can I change it?", "refund policy", TEXTS[2]):
+        assert dot(fast.encode_query(query), encoder.encode_query(query)) >= 0.999
+    # Documents do not go through the int8 copy, and the copy shares the embedding tables.
+    exact = torch.tensor(encoder.encode_documents(TEXTS))
+    assert float((exact * torch.tensor(fast.encode_documents(TEXTS))).sum(dim=1).min()) >= 0.9999
+    embeddings = fast._model.get_input_embeddings().weight
+    assert fast._query_model.get_input_embeddings().weight is embeddings
+    assert fast._query_model is not fast._model
+
+
+def test_auto_query_precision_follows_exact_documents() -> None:
+    exact = TransformerDenseEncoder(PACKAGED_DENSE, max_length=64, precision="fp32")
+    assert (exact.precision, exact.query_precision) == ("fp32", "fp32")
+    assert exact._query_model is exact._model
 
 
 def test_settings_choose_the_precision() -> None:
