@@ -9,7 +9,6 @@ requests, and writing, deleting, counting and retrieving points.
 
 from __future__ import annotations
 
-import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -281,8 +280,10 @@ class QdrantIndexBase(ABC, Generic[FilterT]):
         if need_sparse:
             rescore_requests.append(self._exact(bot_id, sparse, need_sparse))
         rescored = iter(self._search(rescore_requests) if rescore_requests else [])
-        dense_exact = dict.fromkeys(need_dense, math.nan)
-        dense_exact.update({s.point_id: s.score for s in next(rescored)} if need_dense else {})
+        dense_exact = {s.point_id: s.score for s in next(rescored)} if need_dense else {}
+        if lost := [p for p in need_dense if p not in dense_exact]:
+            # Every point has a dense vector, so the engine must score each one it was asked about.
+            raise ValueError(f"points {lost} were not rescored by the dense retriever")
         # No shared term, no sparse score: the engine returns nothing for it (and an empty query has none).
         sparse_exact = dict.fromkeys(need_sparse if sparse.indices else in_dense, 0.0)
         sparse_exact.update({s.point_id: s.score for s in next(rescored)} if need_sparse else {})

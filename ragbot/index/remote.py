@@ -50,8 +50,12 @@ class QdrantServerIndex(QdrantIndexBase[qm.Filter]):
             raise ValueError("pass exactly one of url or client")
         self._owns_client = client is None
         timeout = None if timeout_s is None else int(max(1, round(timeout_s)))
+        # No version probe at construction: it would dial the server before the first real call (and warn
+        # from a background thread when the server is not up yet); the first call reports a down server.
         self._client = (
-            client if client is not None else QdrantClient(url=url, api_key=api_key, timeout=timeout)
+            client
+            if client is not None
+            else QdrantClient(url=url, api_key=api_key, timeout=timeout, check_compatibility=False)
         )
         self._collection = check_collection_name(collection)
         super().__init__(f"collection {self._collection!r}", component_scores=component_scores)

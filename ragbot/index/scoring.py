@@ -7,7 +7,6 @@ the retrieval log and calibrated refusal thresholds use; a point absent from a l
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,9 +77,7 @@ def assemble_candidates(
         d_rank, d_score = d_at.get(pid, (None, dense_exact.get(pid)))
         if s_score is None:
             s_score, exact = s_floor, False
-        if d_score is None or math.isnan(d_score):
-            if d_score is not None:  # rescored, yet the engine returned nothing: a broken index
-                raise ValueError(f"point {pid} was not rescored by the dense retriever")
+        if d_score is None:
             d_score, exact = d_floor, False
         candidates.append(Candidate(chunk_id, s_score, d_score, s_rank, d_rank, exact))
     return candidates

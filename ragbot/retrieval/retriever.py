@@ -102,11 +102,15 @@ class Retriever:
                 return fusion_fns.worth_rescoring(sparse, dense, weights, top_k)
 
             candidates = self._index.hybrid_candidates(bot_id, q_sparse, q_dense, prefetch_k, worth_rescoring)
-            self.calibration.observe(bot_id, *_list_scores(candidates))
+            lists = _top_lists(candidates)
+            self.calibration.observe(
+                bot_id, [c.sparse_score for c in lists[0]], [c.dense_score for c in lists[1]]
+            )
         else:
             weights = (1.0, 1.0)
             candidates = self._index.hybrid_candidates(bot_id, q_sparse, q_dense, prefetch_k)
-        ranked = fuse_candidates(self._fusion, candidates, rrf_k=self._rrf_k, weights=weights)[:top_k]
+            lists = _top_lists(candidates)
+        ranked = _fuse_lists(self._fusion, candidates, lists, rrf_k=self._rrf_k, weights=weights)[:top_k]
         chunks = self._index.chunks(bot_id, [c.chunk_id for c, _ in ranked])
         return [
             Hit(
@@ -146,8 +150,19 @@ def fuse_candidates(
     Each retriever's top list is rebuilt in rank order with its own scores, as ``fuse`` expects; the exact
     scores a candidate got from the retriever that did not rank it go along for the fusions that use them.
     """
+    return _fuse_lists(name, candidates, _top_lists(candidates), rrf_k=rrf_k, weights=weights)
+
+
+def _fuse_lists(
+    name: str,
+    candidates: Sequence[Candidate],
+    lists: tuple[list[Candidate], list[Candidate]],
+    *,
+    rrf_k: int,
+    weights: tuple[float, float],
+) -> list[tuple[Candidate, float]]:
     by_id = {c.chunk_id: c for c in candidates}
-    sparse, dense = _top_lists(candidates)
+    sparse, dense = lists
     fused = fusion_fns.fuse(
         name,
         [(c.chunk_id, c.sparse_score) for c in sparse],
@@ -164,8 +179,3 @@ def _top_lists(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[C
     sparse = sorted((c for c in candidates if c.sparse_rank is not None), key=lambda c: c.sparse_rank or 0)
     dense = sorted((c for c in candidates if c.dense_rank is not None), key=lambda c: c.dense_rank or 0)
     return sparse, dense
-
-
-def _list_scores(candidates: Sequence[Candidate]) -> tuple[list[float], list[float]]:
-    sparse, dense = _top_lists(candidates)
-    return [c.sparse_score for c in sparse], [c.dense_score for c in dense]

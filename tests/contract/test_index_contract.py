@@ -247,6 +247,24 @@ def test_hybrid_candidates_rescore_only_what_the_caller_names(index: VectorIndex
     assert not any(c.exact for c in nothing)
 
 
+def test_a_point_the_engine_fails_to_rescore_densely_is_an_error_not_a_guess(
+    index: VectorIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index.upsert([DOC1, DOC2, DOC3])
+    search = index._search  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def losing_rescores(requests: list[object]) -> list[list[object]]:
+        calls.append(len(requests))
+        return search(requests) if len(calls) == 1 else [[] for _ in requests]
+
+    monkeypatch.setattr(index, "_search", losing_rescores)
+    # A sparse rescore may legitimately find nothing (no shared term); a dense one always scores.
+    with pytest.raises(ValueError, match="not rescored by the dense retriever"):
+        index.hybrid_candidates(A, QUERY_SPARSE, QUERY_DENSE, limit=1)
+    assert calls == [2, 2]
+
+
 def test_chunks_by_id_stay_within_the_bot(index: VectorIndex) -> None:
     twin = item(B, "doc1", 0, {1: 2.0}, (1.0, 0.0, 0.0, 0.0))
     index.upsert([DOC1, DOC2, twin])

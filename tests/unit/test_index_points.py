@@ -149,8 +149,6 @@ def test_assemble_candidates_unions_both_lists_with_exact_scores() -> None:
     assert got == [Candidate("c1", 3.0, 0.5, 1, 2), Candidate("c2", 0.0, 0.9, None, 1)]
     rescored = assemble_candidates([ScoredId("p1", 3.0, ids("c1"))], [], {}, {"p1": 0.25})
     assert rescored == [Candidate("c1", 3.0, 0.25, 1, None)]
-    with pytest.raises(ValueError, match="dense"):  # rescored, but the engine lost the point
-        assemble_candidates([ScoredId("p1", 3.0, ids("c1"))], [], {}, {"p1": float("nan")})
 
 
 def test_candidates_nobody_rescored_get_the_other_lists_floor_as_a_bound() -> None:
