@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from ragbot import __version__
 from ragbot.api.errors import error_response, install_error_handlers
+from ragbot.api.limits import BodySizeLimitMiddleware
 from ragbot.api.routes import chat, conversations, health, sources
 from ragbot.config import Settings, get_settings
 from ragbot.runtime import Runtime
@@ -51,15 +52,35 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid input')}")
+        loc = tuple(first.get("loc", ()))
+        if loc == ("body",) and first.get("type") == "model_attributes_type" and not _is_json(request):
+            # the body was never parsed as JSON: say why instead of "input should be a valid dictionary"
+            given = request.headers.get("content-type")
+            got = f"Content-Type was {given}" if given else "no Content-Type header"
+            message = f"send the body as JSON with Content-Type application/json ({got})"
+            return error_response(415, "unsupported_media_type", message)
+        if first.get("type") == "json_invalid":
+            at = f" at character {loc[-1]}" if len(loc) > 1 else ""
+            reason = (first.get("ctx") or {}).get("error", first.get("msg"))
+            return error_response(422, "invalid_request", f"the body is not valid JSON{at}: {reason}")
+        where = ".".join(str(p) for p in loc if p != "body")
+        message = str(first.get("msg", "invalid input"))
+        return error_response(422, "invalid_request", f"{where}: {message}" if where else message)
 
     app.include_router(health.router)
     app.include_router(chat.router)
     app.include_router(conversations.router)
     app.include_router(sources.router)
     return app
+
+
+def _is_json(request: Request) -> bool:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )

@@ -7,6 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+#: What ``ragbot.api.deps.resolve_bot_id`` accepts (anything else is a 422 ``invalid_bot_id``).
+BOT_ID_RULES = "At most 64 characters, not blank, no control characters; empty means the default."
+
 
 class MatchedTermOut(BaseModel):
     term: str
@@ -33,7 +36,9 @@ class ChatRequest(BaseModel):
     message: str = Field(min_length=1, description="The visitor's message.")
     conversation_id: str | None = None
     stream: bool = False
-    bot_id: str | None = Field(default=None, description="Tenant; defaults to the deployment's bot.")
+    bot_id: str | None = Field(
+        default=None, description=f"Tenant; defaults to the deployment's bot. {BOT_ID_RULES}"
+    )
 
 
 class ChatResponse(BaseModel):
@@ -67,7 +72,9 @@ class ConversationOut(BaseModel):
 
 class SourceRequest(BaseModel):
     target: str = Field(min_length=1, description="A server-side path or an http(s) URL.")
-    bot_id: str | None = None
+    bot_id: str | None = Field(
+        default=None, description=f"Tenant; defaults to the deployment's bot. {BOT_ID_RULES}"
+    )
     max_pages: int | None = Field(default=None, ge=1)
     max_depth: int | None = Field(default=None, ge=0)
     include: list[str] = Field(default_factory=list)

@@ -21,8 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from connectors.base import Connector
-from ragbot.db.models import Bot, IngestJob
+from ragbot.db import repositories as repo
+from ragbot.db.models import IngestJob
 from ragbot.services.ingest import IngestService, ProgressEvent
+from ragbot.services.keys import is_storable
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +78,7 @@ class IngestJobs:
     def submit(self, bot_id: str, target: str, connector: Connector, *, kind: str | None = None) -> JobStatus:
         """Record a queued job and start it in the background; returns at once."""
         with self._sessions() as session:
-            if session.get(Bot, bot_id) is None:
-                session.add(Bot(id=bot_id, name=bot_id))
-                session.flush()
+            repo.ensure_bot(session, bot_id)  # insert-or-ignore: two first jobs of a new bot do not collide
             row = IngestJob(bot_id=bot_id, target=target, status=QUEUED, processed=0, report={})
             session.add(row)
             session.commit()
@@ -87,6 +87,8 @@ class IngestJobs:
         return status
 
     def get(self, bot_id: str, job_id: str) -> JobStatus | None:
+        if not (is_storable(bot_id) and is_storable(job_id)):
+            return None  # no row can have such an id, and PostgreSQL would refuse the query
         with self._sessions() as session:
             row = session.get(IngestJob, job_id)
             return _status(row) if row is not None and row.bot_id == bot_id else None

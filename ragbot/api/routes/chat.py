@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from ragbot.api.deps import RuntimeDep
+from ragbot.api.deps import RuntimeDep, resolve_bot_id
 from ragbot.api.errors import ApiError
 from ragbot.api.schemas import ChatRequest, ChatResponse, ErrorOut
 from ragbot.types import ChatEvent
@@ -21,7 +21,13 @@ def sse_format(event: ChatEvent) -> str:
 @router.post(
     "/chat",
     response_model=ChatResponse,
-    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    responses={
+        404: {"model": ErrorOut},
+        413: {"model": ErrorOut},
+        415: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    },
 )
 def chat(body: ChatRequest, runtime: RuntimeDep) -> ChatResponse | StreamingResponse:
     """Answer a message; with ``stream: true`` as server-sent events (start, delta, citation, error, done)."""
@@ -33,7 +39,7 @@ def chat(body: ChatRequest, runtime: RuntimeDep) -> ChatResponse | StreamingResp
         raise ApiError(
             422, "message_too_long", f"message has {len(message)} characters; the limit is {limit}"
         )
-    bot_id = body.bot_id or runtime.settings.bot_id
+    bot_id = resolve_bot_id(body.bot_id, runtime.settings)
     service = runtime.chat_service
     if not body.stream:
         result = service.ask(bot_id, message, body.conversation_id)

@@ -3,6 +3,8 @@ jobs so a big crawl never blocks the server; clients poll ``GET /v1/sources/jobs
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +13,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ragbot.api.deps import RuntimeDep
-from ragbot.api.errors import ApiError
+from ragbot.api.deps import RuntimeDep, resolve_bot_id
+from ragbot.api.errors import ApiError, BodyTooLargeError
 from ragbot.api.schemas import ErrorOut, JobOut, SourceRequest
 from ragbot.config import Settings
 from ragbot.runtime import Runtime
+from ragbot.services.keys import has_control_characters
 
 router = APIRouter(prefix="/v1/sources", tags=["sources"])
 
-_MULTIPART_OVERHEAD = 64 * 1024
+#: How often ``?wait=`` looks at the job again.
+_WAIT_POLL_S = 0.1
 
 _OPENAPI_BODY: dict[str, Any] = {
     "requestBody": {
@@ -49,35 +54,68 @@ def _job_response(job: Any, finished_code: int = 200) -> JSONResponse:
 
 def _check_server_path(target: str, settings: Settings) -> None:
     """A path named through the API must lie inside an allowed root: the API is no file-read oracle."""
-    resolved = Path(target).expanduser().resolve()
+    try:
+        # expanduser: RuntimeError for an unknown ~user; resolve: RuntimeError for a symlink loop
+        resolved = Path(target).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ApiError(422, "invalid_target", f"{target!r} is not a usable path: {exc}") from None
     roots = [r.expanduser().resolve() for r in settings.api_path_roots]
     if not any(resolved == root or root in resolved.parents for root in roots):
         raise ApiError(403, "path_not_allowed", f"{target!r} is outside the folders this server may ingest")
-    if not resolved.exists():
-        raise ApiError(404, "path_not_found", f"{target!r} does not exist on the server")
+    try:
+        resolved.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise ApiError(404, "path_not_found", f"{target!r} does not exist on the server") from None
+    except (OSError, ValueError) as exc:  # a name too long for the file system, no permission...
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ApiError(422, "invalid_target", f"{target!r} cannot be read: {reason}") from None
 
 
-async def _uploads(request: Request, settings: Settings) -> tuple[list[Any], str | None]:
-    from connectors.files import Upload
+def _is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+async def _uploads(request: Request, settings: Settings) -> tuple[list[Any], str]:
+    """The uploaded files and the bot they are for. The body's total size is capped while it arrives
+    (``ragbot.api.limits``); each file is checked against ``max_upload_bytes`` here."""
+    from connectors.files import Upload, upload_uri
 
     limit = settings.max_upload_bytes
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > limit + _MULTIPART_OVERHEAD:
-        raise ApiError(413, "upload_too_large", f"the upload has {declared} bytes; the limit is {limit}")
-    form = await request.form()
-    files = [v for v in form.getlist("file") if isinstance(v, UploadFile)]
-    if not files:
-        raise ApiError(422, "invalid_request", "multipart body needs at least one 'file' part")
-    uploads = []
-    for f in files:
-        data = await f.read(limit + 1)
-        if len(data) > limit:
-            raise ApiError(
-                413, "upload_too_large", f"{f.filename!r} is larger than the limit of {limit} bytes"
-            )
-        uploads.append(Upload(filename=f.filename or "upload", data=data, content_type=f.content_type))
-    bot = form.get("bot_id")
-    return uploads, bot if isinstance(bot, str) and bot else None
+    try:
+        form = await request.form()
+    except BodyTooLargeError:
+        raise
+    except StarletteHTTPException as exc:  # the multipart parser's refusals (no boundary, broken parts)
+        raise ApiError(422, "invalid_multipart", f"cannot read the multipart body: {exc.detail}") from None
+    try:
+        bot = form.get("bot_id")
+        bot_id = resolve_bot_id(bot if isinstance(bot, str) else None, settings)
+        files = [v for v in form.getlist("file") if isinstance(v, UploadFile)]
+        if not files:
+            raise ApiError(422, "invalid_request", "multipart body needs at least one 'file' part")
+        uploads: list[Upload] = []
+        seen: dict[str, str] = {}
+        for f in files:
+            name = f.filename or "upload"
+            if has_control_characters(name):
+                raise ApiError(422, "invalid_filename", f"file name {name!r} contains control characters")
+            uri = upload_uri(name)
+            if uri in seen:  # one would silently replace the other: the same document identity
+                message = f"{seen[uri]!r} and {name!r} would both be stored as {uri!r}; rename one"
+                raise ApiError(422, "duplicate_filename", message)
+            seen[uri] = name
+            data = await f.read(limit + 1)
+            if len(data) > limit:
+                raise ApiError(413, "upload_too_large", f"{name!r} is larger than the limit of {limit} bytes")
+            uploads.append(Upload(filename=name, data=data, content_type=f.content_type))
+    finally:
+        await form.close()
+    return uploads, bot_id
+
+
+def _check_target(body: SourceRequest) -> None:
+    if has_control_characters(body.target):
+        raise ApiError(422, "invalid_target", "target must not contain control characters")
 
 
 @router.post(
@@ -99,23 +137,39 @@ async def create_source(
 ) -> JSONResponse:
     """Start ingesting a path or URL (JSON body) or uploaded files (multipart); returns the job."""
     settings = runtime.settings
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        uploads, bot = await _uploads(request, settings)
-        job = await run_in_threadpool(_submit_uploads, runtime, uploads, bot or settings.bot_id)
+    if _is_multipart(request):
+        uploads, bot_id = await _uploads(request, settings)
+        job = await run_in_threadpool(_submit_uploads, runtime, uploads, bot_id)
     else:
         try:
             body = SourceRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
-            raise ApiError(422, "invalid_request", f"{where}: {first.get('msg')}") from None
-        job = await run_in_threadpool(_submit_target, runtime, body)
+            message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+            raise ApiError(422, "invalid_request", message) from None
+        _check_target(body)
+        bot_id = resolve_bot_id(body.bot_id, settings)
+        job = await run_in_threadpool(_submit_target, runtime, body, bot_id)
     if wait > 0:
-        job = await run_in_threadpool(runtime.jobs.wait, job.bot_id, job.id, wait) or job
+        job = await _wait_for(runtime, job, wait)
     return _job_response(job)
 
 
-def _submit_target(runtime: Runtime, body: SourceRequest) -> Any:
+async def _wait_for(runtime: Runtime, job: Any, timeout_s: float) -> Any:
+    """Poll the job until it finishes or ``timeout_s`` passes, sleeping on the event loop: a long wait
+    must not hold one of the worker threads every synchronous route needs."""
+    deadline = time.monotonic() + timeout_s
+    while not job.finished:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        await asyncio.sleep(min(_WAIT_POLL_S, left))
+        job = await run_in_threadpool(runtime.jobs.get, job.bot_id, job.id) or job
+    return job
+
+
+def _submit_target(runtime: Runtime, body: SourceRequest, bot_id: str) -> Any:
     from ragbot.services.ingest import connector_for
 
     settings = runtime.settings
@@ -134,7 +188,7 @@ def _submit_target(runtime: Runtime, body: SourceRequest) -> Any:
         )
     except (ValueError, FileNotFoundError) as exc:
         raise ApiError(422, "invalid_target", str(exc)) from None
-    return runtime.jobs.submit(body.bot_id or settings.bot_id, body.target, connector)
+    return runtime.jobs.submit(bot_id, body.target, connector)
 
 
 def _submit_uploads(runtime: Runtime, uploads: list[Any], bot_id: str) -> Any:
@@ -145,10 +199,12 @@ def _submit_uploads(runtime: Runtime, uploads: list[Any], bot_id: str) -> Any:
     return runtime.jobs.submit(bot_id, f"upload: {names}", connector, kind="upload")
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorOut}})
+@router.get(
+    "/jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+)
 def read_job(job_id: str, runtime: RuntimeDep, bot_id: str | None = Query(default=None)) -> JSONResponse:
     """Progress and, once finished, the report of an ingest job."""
-    job = runtime.jobs.get(bot_id or runtime.settings.bot_id, job_id)
+    job = runtime.jobs.get(resolve_bot_id(bot_id, runtime.settings), job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no ingest job with id {job_id!r}")
     return _job_response(job)
