@@ -4,13 +4,19 @@ The turn is a generator of typed events (start, delta, citation, error, done) so
 blocking JSON route share one code path. The visitor's message is committed before any model runs, so a
 failing LLM never loses it; the bot's message, its citations and the retrieval log are written in one
 transaction at the end of the turn.
+
+Once ``start`` is out, every turn ends with ``done``. A fault ends it with one ``error`` event before
+``done``, ``{"code", "message", "status", "message_id"}``: ``llm_unavailable`` or ``llm_stream_interrupted``
+from the language model, ``internal_error`` from anything else (the index, the database), whose cause is
+logged and never sent. The bot's message is then stored as failed, with what was streamed so far. A turn
+closed early (the client went away) stores what was generated so far as ``partial``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,10 +46,28 @@ class ConversationNotFoundError(LookupError):
 class AnswerFailedError(RuntimeError):
     """The LLM could not produce an answer; the visitor's message was stored with the failure."""
 
-    def __init__(self, message: str, conversation_id: str, message_id: str) -> None:
+    code = "llm_unavailable"
+
+    def __init__(self, message: str, conversation_id: str, message_id: str | None) -> None:
         super().__init__(message)
         self.conversation_id = conversation_id
-        self.message_id = message_id
+        self.message_id = message_id  # None only when even storing the failure failed
+
+
+class TurnFailedError(AnswerFailedError):
+    """Something other than the LLM (the index, the database) failed mid-turn; the visitor's message is
+    stored, and so is the bot's, as failed, unless the database itself was what failed."""
+
+    code = "internal_error"
+
+
+#: ``code`` of the ``error`` event for each way a turn can fail.
+LLM_UNAVAILABLE = AnswerFailedError.code
+LLM_STREAM_INTERRUPTED = "llm_stream_interrupted"
+INTERNAL_ERROR = TurnFailedError.code
+#: What a client is told about an internal failure; the cause goes to the log only.
+INTERNAL_ERROR_MESSAGE = "the server failed while answering; your message is saved and you can ask again"
+CLIENT_DISCONNECTED = "the client disconnected before the answer was complete"
 
 
 @dataclass
@@ -76,6 +100,39 @@ def citation_to_dict(c: Citation) -> dict[str, Any]:
     }
 
 
+def error_event(code: str, message: str, status: MessageStatus, message_id: str | None) -> ChatEvent:
+    """The one shape of the ``error`` event, whatever failed."""
+    return ChatEvent(
+        EventType.ERROR, {"code": code, "message": message, "status": status.value, "message_id": message_id}
+    )
+
+
+def internal_failure_events(
+    conversation_id: str,
+    message_id: str | None,
+    *,
+    answer: str = "",
+    standalone_query: str | None = None,
+    latency_ms: float | None = None,
+) -> list[ChatEvent]:
+    """How a turn ends after an internal failure: ``error`` then a failed ``done``."""
+    done: dict[str, Any] = {
+        "conversation_id": conversation_id,
+        "message_id": message_id,
+        "answer": answer,
+        "status": MessageStatus.FAILED.value,
+        "citations": [],
+        "standalone_query": standalone_query,
+        "error": INTERNAL_ERROR_MESSAGE,
+    }
+    if latency_ms is not None:
+        done["latency_ms"] = round(latency_ms, 1)
+    return [
+        error_event(INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE, MessageStatus.FAILED, message_id),
+        ChatEvent(EventType.DONE, done),
+    ]
+
+
 def make_snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     text = " ".join(text.split())
     if len(text) <= limit:
@@ -106,6 +163,36 @@ def build_citations(hits: Sequence[Hit], cited: Sequence[int]) -> list[Citation]
     return out
 
 
+@dataclass
+class _Progress:
+    """What a turn has done so far, so a failure or an early close can store it."""
+
+    standalone: str
+    llm: ChatLLM | None = None
+    streamed: list[str] = field(default_factory=list)  # every delta the client was sent
+    status: MessageStatus = MessageStatus.COMPLETE
+    error: str | None = None
+    message_id: str | None = None  # the bot's message, once committed
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.streamed).strip()
+
+    def delta(self, text: str) -> ChatEvent:
+        self.streamed.append(text)
+        return ChatEvent(EventType.DELTA, {"text": text})
+
+
+def _close_stream(stream: Iterator[str]) -> None:
+    """Stop an LLM stream that will not be read to its end (e.g. the client went away)."""
+    close = getattr(stream, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception:  # best effort: the turn is ending anyway
+            log.debug("closing the answer stream failed", exc_info=True)
+
+
 def _answering_model(llm: ChatLLM | None, configured: str) -> str:
     """The deployment that actually answered (a fallback, say), else the configured model."""
     if llm is None:
@@ -132,12 +219,13 @@ class ChatService:
 
     # ------------------------------------------------------------------ public API
     def ask(self, bot_id: str, message: str, conversation_id: str | None = None) -> TurnResult:
-        """Blocking form of a turn; raises ``AnswerFailedError`` when no answer could be produced."""
+        """Blocking form of a turn; raises ``AnswerFailedError`` when no answer could be produced
+        (``TurnFailedError`` when the cause was not the LLM)."""
         result: TurnResult | None = None
-        parts: list[str] = []
+        error_code: str | None = None
         for event in self.stream(bot_id, message, conversation_id):
-            if event.type is EventType.DELTA:
-                parts.append(event.data["text"])
+            if event.type is EventType.ERROR:
+                error_code = event.data.get("code")
             elif event.type is EventType.DONE:
                 result = TurnResult(
                     conversation_id=event.data["conversation_id"],
@@ -150,12 +238,16 @@ class ChatService:
                 )
         assert result is not None
         if result.status == MessageStatus.FAILED:
-            raise AnswerFailedError(
+            failure = TurnFailedError if error_code == INTERNAL_ERROR else AnswerFailedError
+            raise failure(
                 result.error or "the language model failed", result.conversation_id, result.message_id
             )
         return result
 
-    def stream(self, bot_id: str, message: str, conversation_id: str | None = None) -> Iterator[ChatEvent]:
+    def stream(
+        self, bot_id: str, message: str, conversation_id: str | None = None
+    ) -> Generator[ChatEvent, None, None]:
+        """The turn as events. Closing it early (the client went away) stores what was generated so far."""
         started = time.perf_counter()
         if conversation_id is not None and not is_storable(conversation_id):
             raise ConversationNotFoundError(conversation_id)  # no row can have it; the database would fail
@@ -195,14 +287,76 @@ class ChatService:
     def _answer(
         self, bot_id: str, conv_id: str, question: str, history: list[ChatMessage], started: float
     ) -> Iterator[ChatEvent]:
+        """The turn after ``start``: whatever fails, it ends with ``done`` and nothing is lost."""
+        progress = _Progress(standalone=question)
+        try:
+            yield from self._answer_steps(progress, bot_id, conv_id, question, history, started)
+        except GeneratorExit:
+            # Closed early: the client went away. Keep what was generated; nothing more can be sent.
+            if progress.message_id is None:
+                if progress.status is MessageStatus.COMPLETE:
+                    progress.status, progress.error = MessageStatus.PARTIAL, CLIENT_DISCONNECTED
+                log.info("client disconnected from conversation %s mid-answer", conv_id)
+                self._store_failure(progress, bot_id, conv_id, started)
+            raise
+        except Exception:
+            log.exception("chat turn failed for conversation %s of bot %s", conv_id, bot_id)
+            progress.status, progress.error = MessageStatus.FAILED, INTERNAL_ERROR_MESSAGE
+            message_id = self._store_failure(progress, bot_id, conv_id, started)
+            yield from internal_failure_events(
+                conv_id,
+                message_id,
+                answer=progress.answer,
+                standalone_query=progress.standalone,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+
+    def _store_failure(self, progress: _Progress, bot_id: str, conv_id: str, started: float) -> str | None:
+        """Store the bot's message of a turn that did not finish, with ``progress``'s status and error
+        (or mark the already stored one so); the message's id, or None when the database failed too."""
+        try:
+            with session_scope(self._sessions) as s:
+                if progress.message_id is not None:
+                    repo.update_message(
+                        s, bot_id, progress.message_id, status=progress.status, error=progress.error
+                    )
+                    return progress.message_id
+                bot_msg = repo.add_message(
+                    s,
+                    bot_id,
+                    conv_id,
+                    SenderType.BOT,
+                    progress.answer,
+                    status=progress.status,
+                    error=progress.error,
+                    standalone_query=progress.standalone,
+                    model=_answering_model(progress.llm, self._settings.llm_model),
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                )
+                message_id = bot_msg.id
+        except Exception:
+            log.exception("could not store the unfinished answer of conversation %s", conv_id)
+            return None
+        progress.message_id = message_id
+        return message_id
+
+    def _answer_steps(
+        self,
+        progress: _Progress,
+        bot_id: str,
+        conv_id: str,
+        question: str,
+        history: list[ChatMessage],
+        started: float,
+    ) -> Iterator[ChatEvent]:
         settings = self._settings
         standalone = question
         llm: ChatLLM | None = None
         error: str | None = None
         try:
-            llm = self._llm_factory()
+            llm = progress.llm = self._llm_factory()
             if history:
-                standalone = condense_question(llm, self._prompts, history, question)
+                standalone = progress.standalone = condense_question(llm, self._prompts, history, question)
         except LLMError as exc:
             # Retrieval can still run on the raw question; the answer call below reports the outage.
             log.warning("condensation failed, retrieving with the raw question: %s", exc)
@@ -210,7 +364,7 @@ class ChatService:
         hits = self._retriever.retrieve(bot_id, standalone, settings.top_k)
         top = hits[0] if hits else None
         if top is None or not self._relevant_enough(top):
-            yield from self._refuse(bot_id, conv_id, question, standalone, hits, started)
+            yield from self._refuse(progress, bot_id, conv_id, question, standalone, hits, started)
             return
 
         sources: Sequence[Hit] = hits
@@ -219,7 +373,7 @@ class ChatService:
         status = MessageStatus.COMPLETE
         try:
             if llm is None:
-                llm = self._llm_factory()
+                llm = progress.llm = self._llm_factory()
             prompt = self._prompts.build_answer(
                 standalone if history else question,
                 hits,
@@ -231,21 +385,26 @@ class ChatService:
             )
             sources = prompt.sources  # sources that did not fit the window are not numbered
             parser = CitationStreamParser(len(sources))
-            for delta in llm.stream(prompt.messages):
-                visible = parser.feed(delta)
-                if visible:
-                    parts.append(visible)
-                    yield ChatEvent(EventType.DELTA, {"text": visible})
+            deltas = llm.stream(prompt.messages)
+            try:
+                for delta in deltas:
+                    visible = parser.feed(delta)
+                    if visible:
+                        parts.append(visible)
+                        yield progress.delta(visible)
+            finally:
+                _close_stream(deltas)  # a no-op once read to its end
         except LLMStreamInterruptedError as exc:
             status, error = MessageStatus.PARTIAL, f"the answer stream was interrupted: {exc}"
             log.warning("partial answer stored for conversation %s: %s", conv_id, exc)
         except LLMError as exc:
             status, error = MessageStatus.FAILED, f"the language model is unavailable: {exc}"
             log.error("answer failed for conversation %s: %s", conv_id, exc)
+        progress.status, progress.error = status, error
         tail = parser.finish()
         if tail:
             parts.append(tail)
-            yield ChatEvent(EventType.DELTA, {"text": tail})
+            yield progress.delta(tail)
         answer = "".join(parts).strip()
         if parser.dropped:
             log.warning("dropped citation markers %s (only %d sources)", parser.dropped, len(sources))
@@ -258,9 +417,10 @@ class ChatService:
             if cited:
                 markers = " " + "".join(f"[{n}]" for n in cited)
                 answer += markers
-                yield ChatEvent(EventType.DELTA, {"text": markers})
+                yield progress.delta(markers)
 
         citations = build_citations(sources, cited) if status is not MessageStatus.FAILED else []
+        cited_out = [citation_to_dict(c) for c in citations]  # before storing: a failure here loses nothing
         latency_ms = (time.perf_counter() - started) * 1000
         with session_scope(self._sessions) as s:
             bot_msg = repo.add_message(
@@ -278,14 +438,13 @@ class ChatService:
             repo.add_citations(s, bot_id, bot_msg.id, citations)
             repo.add_retrieval_log(s, bot_id, bot_msg.id, standalone, hits, {c.chunk.id for c in citations})
             message_id = bot_msg.id
+        progress.message_id = message_id
 
-        cited_out = [citation_to_dict(c) for c in citations]
         for c in cited_out:
             yield ChatEvent(EventType.CITATION, c)
         if error is not None:
-            yield ChatEvent(
-                EventType.ERROR, {"message": error, "status": status.value, "message_id": message_id}
-            )
+            code = LLM_STREAM_INTERRUPTED if status is MessageStatus.PARTIAL else LLM_UNAVAILABLE
+            yield error_event(code, error, status, message_id)
         yield ChatEvent(
             EventType.DONE,
             {
@@ -308,7 +467,14 @@ class ChatService:
         return score >= floor
 
     def _refuse(
-        self, bot_id: str, conv_id: str, question: str, standalone: str, hits: Sequence[Hit], started: float
+        self,
+        progress: _Progress,
+        bot_id: str,
+        conv_id: str,
+        question: str,
+        standalone: str,
+        hits: Sequence[Hit],
+        started: float,
     ) -> Iterator[ChatEvent]:
         """Say "I don't know" and offer a human, without an LLM call; record the gap."""
         text = self._prompts.refusal_text(self._settings.persona)
@@ -327,7 +493,8 @@ class ChatService:
             repo.add_retrieval_log(s, bot_id, bot_msg.id, standalone, hits, set())
             repo.record_unanswered(s, bot_id, conv_id, bot_msg.id, question, top_score)
             message_id = bot_msg.id
-        yield ChatEvent(EventType.DELTA, {"text": text})
+        progress.message_id = message_id
+        yield progress.delta(text)
         yield ChatEvent(
             EventType.DONE,
             {
