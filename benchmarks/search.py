@@ -27,12 +27,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from ragbot.config import Settings
+from ragbot.encoders.precision import int8_weights_available
 from ragbot.index.edge import EdgeIndex
 from ragbot.index.points import chunk_point_id
 from ragbot.retrieval.retriever import Retriever, fuse_candidates
@@ -256,10 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {name:<38} {p50:6.2f}  {p95:6.2f}")
         if not isinstance(encoders, str):
             settings = Settings()
-            dense_variants = {f"{encoders[1].query_precision} dense queries": encoders[1]}  # type: ignore[attr-defined]
-            if encoders[1].query_precision != encoders[1].precision:  # type: ignore[attr-defined]
-                same = load_dense_encoder_with(settings, dense_query_precision=encoders[1].precision)  # type: ignore[attr-defined]
-                dense_variants[f"{same.query_precision} dense queries"] = same  # type: ignore[attr-defined]
+            configured = encoders[1].query_precision  # type: ignore[attr-defined]
+            dense_variants = {f"{configured} dense queries": encoders[1]}
+            if configured != "int8" and int8_weights_available(torch.device("cpu")):
+                dense_variants["int8 dense queries"] = load_dense_encoder_with(
+                    settings, dense_query_precision="int8"
+                )
             variants: dict[str, Callable[[int], object]] = {}
             for explain_terms in (0, 8):
                 for dense_label, dense_enc in dense_variants.items():

@@ -53,13 +53,17 @@ def test_bf16_linear_is_close_to_fp32_and_keeps_fp32_outside() -> None:
     assert float(cosine.min()) > 0.999
 
 
-def test_query_precision_auto_goes_int8_only_over_bf16_documents(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_query_precision_auto_follows_documents_and_int8_needs_the_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(precision, "int8_weights_available", lambda device: True)
-    assert resolve_query_precision("auto", "bf16", CPU) == "int8"
+    assert resolve_query_precision("auto", "bf16", CPU) == "bf16"
     assert resolve_query_precision("auto", "fp32", CPU) == "fp32"  # exact documents keep exact queries
     assert resolve_query_precision("bf16", "fp32", CPU) == "bf16"
+    assert resolve_query_precision("int8", "bf16", CPU) == "int8"
     monkeypatch.setattr(precision, "int8_weights_available", lambda device: False)
-    assert resolve_query_precision("auto", "bf16", CPU) == "bf16"
+    with pytest.raises(ValueError, match="int8"):
+        resolve_query_precision("int8", "bf16", CPU)
     with pytest.raises(ValueError, match="query precision"):
         resolve_query_precision("int4", "bf16", CPU)
 
