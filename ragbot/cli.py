@@ -191,22 +191,30 @@ def explain(
 @app.command("eval")
 def evaluate(
     directory: Annotated[
-        Path, typer.Argument(help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv.")
+        Path, typer.Argument(help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")
     ],
     as_json: Annotated[bool, typer.Option("--json")] = False,
     modes: Annotated[
         str, typer.Option("--modes", help="Comma-separated modes.")
     ] = "bm25,sparse,dense,hybrid",
+    split: Annotated[
+        str, typer.Option("--split", help="Which qrels/<split>.tsv to score against (test, dev, ...).")
+    ] = "test",
 ) -> None:
     """Evaluate retrieval on a BEIR dataset through the product's own ingest, index and retriever."""
+    from ragbot.evaluation.beir import BeirFormatError
+    from ragbot.evaluation.runner import MODES, format_table
     from ragbot.evaluation.runner import evaluate as run_eval
-    from ragbot.evaluation.runner import format_table
 
     if not directory.is_dir():
         _fail(f"{directory} is not a folder", 2)
-    results = run_eval(
-        directory, modes=tuple(m.strip() for m in modes.split(",") if m.strip()), settings=get_settings()
-    )
+    chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+    if not chosen or any(m not in MODES for m in chosen):
+        _fail(f"--modes {modes!r}: choose from {', '.join(MODES)}", 2)
+    try:
+        results = run_eval(directory, modes=chosen, settings=get_settings(), split=split)
+    except BeirFormatError as exc:  # checked before anything is encoded: a usage error, not a crash
+        _fail(str(exc), 2)
     if as_json:
         _print_json(results)
     else:

@@ -7,12 +7,15 @@ titles present or not), so the reader accepts each variant and fails with the fi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 Qrels = dict[str, dict[str, int]]
+
+_SPLIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class BeirFormatError(ValueError):
@@ -41,6 +44,13 @@ def load_beir(path: Path, split: str = "test") -> BeirDataset:
     path = Path(path)
     if not path.is_dir():
         raise BeirFormatError(f"{path}: not a directory")
+    if not _SPLIT.fullmatch(split):
+        raise BeirFormatError(f"split {split!r}: expected a plain name such as test or dev")
+    qrels_path = path / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():  # before the corpus is read: the cheap mistake is reported first
+        found = sorted(p.stem for p in (path / "qrels").glob("*.tsv"))
+        hint = f"; this folder has {', '.join(found)} (choose with --split)" if found else ""
+        raise BeirFormatError(f"{qrels_path}: missing qrels file{hint}")
     corpus = tuple(_read_corpus(path / "corpus.jsonl"))
     if not corpus:
         raise BeirFormatError(f"{path / 'corpus.jsonl'}: no documents")
@@ -50,7 +60,7 @@ def load_beir(path: Path, split: str = "test") -> BeirDataset:
             raise BeirFormatError(f"{path / 'corpus.jsonl'}: duplicate _id {doc.id!r}")
         seen.add(doc.id)
     queries = dict(_read_queries(path / "queries.jsonl"))
-    qrels = read_qrels(path / "qrels" / f"{split}.tsv")
+    qrels = read_qrels(qrels_path)
     judged = {
         qid: docs for qid, docs in qrels.items() if qid in queries and any(g > 0 for g in docs.values())
     }
@@ -122,8 +132,12 @@ def _id(row: dict[str, Any], path: Path, lineno: int) -> str:
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise BeirFormatError(f"{path}: missing file")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:  # decoded line by line, so a bad byte is reported on its own line
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a BOM is not JSON
+            except UnicodeDecodeError as exc:
+                raise BeirFormatError(f"{path}:{lineno}: not UTF-8 ({exc.reason})") from None
             if not line.strip():
                 continue
             try:

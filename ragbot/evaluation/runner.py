@@ -76,15 +76,17 @@ def evaluate(
     modes: Sequence[str] = MODES,
     settings: Settings,
     progress: Callable[[Any], None] | None = None,
+    split: str = "test",
 ) -> dict[str, dict[str, float]]:
     """``{mode: {"ndcg@10": x, "recall@100": y, "mrr@10": z}}`` for each requested mode, in order.
 
-    ``progress`` receives the ingest service's progress events while the corpus is indexed.
+    ``progress`` receives the ingest service's progress events while the corpus is indexed; ``split``
+    names the qrels file (``qrels/<split>.tsv``).
     """
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise ValueError(f"unknown evaluation mode(s) {unknown or modes!r}: choose from {', '.join(MODES)}")
-    dataset = load_beir(Path(path))
+    dataset = load_beir(Path(path), split=split)
     results: dict[str, dict[str, float]] = {}
     product_modes = [m for m in modes if m != "bm25"]
     runs: dict[str, dict[str, list[str]]] = {}

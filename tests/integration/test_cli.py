@@ -55,3 +55,22 @@ def test_a_missing_path_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> N
     result = runner.invoke(app, ["ingest", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
     assert "error" in result.output
+
+
+def test_eval_on_a_folder_that_is_not_beir_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "notbeir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "qrels" / "dev.tsv").write_text("q\td1\t1\n")
+    result = runner.invoke(app, ["eval", str(folder)])
+    assert result.exit_code == 2
+    assert "missing qrels file; this folder has dev (choose with --split)" in result.output
+    result = runner.invoke(app, ["eval", str(folder), "--split", "dev"])
+    assert result.exit_code == 2
+    assert "corpus.jsonl: missing file" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_eval_with_an_unknown_mode_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", str(tmp_path), "--modes", "sparse,colbert"])
+    assert result.exit_code == 2
+    assert "choose from bm25, sparse, dense, hybrid" in result.output

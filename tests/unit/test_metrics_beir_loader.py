@@ -79,3 +79,29 @@ def test_missing_files_and_unjudged_sets_are_refused(tmp_path: Path) -> None:
     bad.write_text("q d1 1\nq d2 high\n")
     with pytest.raises(BeirFormatError, match=r"bad.tsv:2: relevance 'high'"):
         read_qrels(bad)
+
+
+def test_other_splits_are_read_and_a_missing_one_names_those_present(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "x", [{"_id": "d1", "text": "ok"}], [{"_id": "q", "text": "ok"}], "q\td1\t1\n")
+    (folder / "qrels" / "test.tsv").rename(folder / "qrels" / "dev.tsv")
+    assert load_beir(folder, split="dev").qrels == {"q": {"d1": 1}}
+    with pytest.raises(BeirFormatError, match=r"test.tsv: missing qrels file; this folder has dev"):
+        load_beir(folder)
+    for hostile in ("../../etc/passwd", "", "dev/../dev", ".hidden"):
+        with pytest.raises(BeirFormatError, match="plain name"):
+            load_beir(folder, split=hostile)
+
+
+def test_a_corpus_that_is_not_utf8_is_reported_with_its_line(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "x", [{"_id": "d1", "text": "ok"}], [{"_id": "q", "text": "ok"}], "q\td1\t1\n")
+    with (folder / "corpus.jsonl").open("ab") as fh:
+        fh.write(b'{"_id": "d2", "text": "caf\xe9"}\n')
+    with pytest.raises(BeirFormatError, match=r"corpus.jsonl:2: not UTF-8"):
+        load_beir(folder)
+
+
+def test_a_byte_order_mark_does_not_break_the_first_line(tmp_path: Path) -> None:
+    folder = _write(tmp_path / "x", [{"_id": "d1", "text": "ok"}], [{"_id": "q", "text": "ok"}], "q\td1\t1\n")
+    body = (folder / "corpus.jsonl").read_bytes()
+    (folder / "corpus.jsonl").write_bytes(b"\xef\xbb\xbf" + body)
+    assert [d.id for d in load_beir(folder).corpus] == ["d1"]
