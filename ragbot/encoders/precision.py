@@ -19,6 +19,7 @@ compute-bound, and there int8 weights buy nothing.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -101,13 +102,17 @@ class Bf16Linear(nn.Module):
 
 def use_bf16_linears(module: nn.Module) -> int:
     """Replace every ``nn.Linear`` under ``module`` in place by a ``Bf16Linear``; returns how many."""
+    return _replace_linears(module, Bf16Linear)
+
+
+def _replace_linears(module: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> int:
     replaced = 0
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Linear):
-            setattr(module, name, Bf16Linear(child))
+            setattr(module, name, make(child))
             replaced += 1
         else:
-            replaced += use_bf16_linears(child)
+            replaced += _replace_linears(child, make)
     return replaced
 
 
@@ -145,14 +150,7 @@ class Int8Linear(nn.Module):
 
 def use_int8_linears(module: nn.Module) -> int:
     """Replace every ``nn.Linear`` under ``module`` in place by an ``Int8Linear``; returns how many."""
-    replaced = 0
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear(child))
-            replaced += 1
-        else:
-            replaced += use_int8_linears(child)
-    return replaced
+    return _replace_linears(module, Int8Linear)
 
 
 def int8_weights_available(device: torch.device) -> bool:

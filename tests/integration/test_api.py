@@ -6,7 +6,6 @@ Every combination of database and index backend runs the same cases.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from fixtures.sse import sse_events
 from integration.katan import KatanServer
 
 from ragbot.api.app import create_app
@@ -104,14 +104,6 @@ def _cites_first_source(question: str) -> str:
     return f"{question} [1]"
 
 
-def _sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
-
-
 def test_chat_answers_with_citations_that_survive_a_restart(stack: Stack) -> None:
     with stack.client() as client:
         response = client.post(
@@ -145,7 +137,7 @@ def test_chat_streams_typed_events(stack: Stack) -> None:
         )
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        events = _sse_events(response.text)
+        events = sse_events(response.text)
     kinds = [kind for kind, _ in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
     assert "delta" in kinds and "citation" in kinds
@@ -199,7 +191,7 @@ def test_llm_outage_is_a_503_and_keeps_the_visitors_message(stack: Stack, tmp_pa
             assert stored[1]["status"] == "failed"
 
             streamed = client.post("/v1/chat", json={"message": "What is ragbot?", "stream": True})
-            kinds = [k for k, _ in _sse_events(streamed.text)]
+            kinds = [k for k, _ in sse_events(streamed.text)]
             assert kinds[0] == "start" and "error" in kinds and kinds[-1] == "done"
     finally:
         broken.stop()

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from fixtures.sse import sse_events
 from integration.katan import LOOPBACK, CuttingSSEServer, free_port, llm_settings
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
@@ -158,14 +159,6 @@ def _client(runtime: Runtime) -> TestClient:
     return TestClient(create_app(runtime=runtime, warmup=False), raise_server_exceptions=False)
 
 
-def _sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
-    events = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
-
-
 def _messages(runtime: Runtime, conversation_id: str) -> list[Message]:
     with session_scope(runtime.session_factory) as s:
         return repo.list_messages(s, BOT, conversation_id)
@@ -208,7 +201,7 @@ def test_index_failure_during_retrieval_ends_the_stream_with_error_and_done(
     with _client(_runtime(base, index=index)) as client:
         response = client.post("/v1/chat", json={"message": QUESTION, "stream": True})
         assert response.status_code == 200
-        events = _sse_events(response.text)
+        events = sse_events(response.text)
         done = _assert_internal_error(events, response.text)
         assert [kind for kind, _ in events] == ["start", "error", "done"]
         conversation = client.get(f"/v1/conversations/{done['conversation_id']}")
@@ -233,7 +226,7 @@ def test_database_failure_storing_the_answer_ends_the_stream_with_error_and_done
     with _client(_runtime(base, session_factory=fault.session_factory)) as client:
         response = client.post("/v1/chat", json={"message": QUESTION, "stream": True})
         assert response.status_code == 200
-        events = _sse_events(response.text)
+        events = sse_events(response.text)
     assert fault.failures == 1
     done = _assert_internal_error(events, response.text)
     deltas = "".join(d["text"] for kind, d in events if kind == "delta")
@@ -251,7 +244,7 @@ def test_database_down_for_the_whole_answer_still_ends_the_stream(base: Runtime)
     fault = FlushFault(base.engine, is_bot_message, times=None)
     with _client(_runtime(base, session_factory=fault.session_factory)) as client:
         response = client.post("/v1/chat", json={"message": QUESTION, "stream": True})
-        events = _sse_events(response.text)
+        events = sse_events(response.text)
     assert fault.failures >= 2, "storing the failure was attempted too"
     done = _assert_internal_error(events, response.text)
     assert done["message_id"] is None
