@@ -21,6 +21,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from fixtures.threads import race
 from sqlalchemy import Engine, String, func, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -199,22 +200,11 @@ def test_concurrent_first_starts_migrate_once(database_url: str) -> None:
 
 
 def test_concurrent_threads_migrate_once(database_url: str) -> None:
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(3)
+    def start(_: int, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        migrate(database_url)
 
-    def start() -> None:
-        try:
-            barrier.wait()
-            migrate(database_url)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert race(3, start) == []
 
 
 # --------------------------------------------------------------------------- conversations
@@ -541,24 +531,14 @@ def test_concurrent_writers_get_distinct_consecutive_seqs(sessions: sessionmaker
     with session_scope(sessions) as s:
         conv_id = repo.create_conversation(s, "bot-a").id
     writers, per_writer = 4, 8
-    barrier = threading.Barrier(writers)
-    errors: list[BaseException] = []
 
-    def write(w: int) -> None:
-        try:
-            barrier.wait()
-            for i in range(per_writer):
-                with session_scope(sessions) as s:
-                    repo.add_message(s, "bot-a", conv_id, SenderType.VISITOR, f"{w}-{i}")
-        except BaseException as exc:
-            errors.append(exc)
+    def write(w: int, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        for i in range(per_writer):
+            with session_scope(sessions) as s:
+                repo.add_message(s, "bot-a", conv_id, SenderType.VISITOR, f"{w}-{i}")
 
-    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert race(writers, write) == []
     with session_scope(sessions) as s:
         messages = repo.list_messages(s, "bot-a", conv_id)
     assert [m.seq for m in messages] == list(range(1, writers * per_writer + 1))
@@ -568,23 +548,12 @@ def test_concurrent_writers_get_distinct_consecutive_seqs(sessions: sessionmaker
 
 
 def test_concurrent_ensure_bot_creates_one_row(sessions: sessionmaker[Session]) -> None:
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
+    def ensure(_: int, barrier: threading.Barrier) -> None:
+        with session_scope(sessions) as s:
+            barrier.wait()
+            repo.ensure_bot(s, "new-bot")
 
-    def ensure() -> None:
-        try:
-            with session_scope(sessions) as s:
-                barrier.wait()
-                repo.ensure_bot(s, "new-bot")
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=ensure) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert race(4, ensure) == []
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(Bot).where(Bot.id == "new-bot")) == 1
 
@@ -671,24 +640,14 @@ def test_concurrent_fusion_flushes_all_count(sessions: sessionmaker[Session]) ->
     """Processes flush deltas, not totals, into one row: concurrent flushes (separate sessions, first
     insert included) are all added, none overwrites another."""
     writers, per_writer = 4, 5
-    barrier = threading.Barrier(writers)
-    errors: list[BaseException] = []
 
-    def flush() -> None:
-        try:
-            barrier.wait()  # all race for the first insert of the row
-            for _ in range(per_writer):
-                with session_scope(sessions) as s:
-                    repo.add_fusion_observations(s, "bot-a", 2, 0.5, 0.25)
-        except BaseException as exc:
-            errors.append(exc)
+    def flush(_: int, barrier: threading.Barrier) -> None:
+        barrier.wait()  # all race for the first insert of the row
+        for _ in range(per_writer):
+            with session_scope(sessions) as s:
+                repo.add_fusion_observations(s, "bot-a", 2, 0.5, 0.25)
 
-    threads = [threading.Thread(target=flush) for _ in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert race(writers, flush) == []
     with session_scope(sessions) as s:
         assert repo.get_fusion_calibration(s, "bot-a") == (40, 10.0, 5.0)
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import ast
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fixtures.threads import race
 
 import ragbot.retrieval.calibration as calibration_module
 from ragbot.retrieval.calibration import FusionCalibration, Totals
@@ -52,18 +54,20 @@ def test_a_query_one_retriever_could_not_answer_is_not_evidence() -> None:
     assert calibration.weights("shop") == (1.0, 1.0)
 
 
-def test_concurrent_observations_are_all_counted() -> None:
-    calibration = FusionCalibration(min_queries=1)
+def _observing(calibration: FusionCalibration, times: int) -> Callable[[int, threading.Barrier], None]:
+    """A ``race`` body: ``times`` observations of the same two lists, started together."""
 
-    def observe() -> None:
-        for _ in range(200):
+    def observe(_: int, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        for _ in range(times):
             calibration.observe("shop", SOFT, SHARP)
 
-    threads = [threading.Thread(target=observe) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    return observe
+
+
+def test_concurrent_observations_are_all_counted() -> None:
+    calibration = FusionCalibration(min_queries=1)
+    assert race(4, _observing(calibration, 200)) == []
     assert calibration.queries("shop") == 800
 
 
@@ -196,16 +200,7 @@ def test_a_failing_store_never_breaks_retrieval_and_keeps_the_deltas(
 def test_concurrent_observations_are_all_flushed() -> None:
     store = FakeStore()
     calibration = FusionCalibration(min_queries=1, store=store, flush_every=7)
-
-    def observe() -> None:
-        for _ in range(200):
-            calibration.observe("shop", SOFT, SHARP)
-
-    threads = [threading.Thread(target=observe) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert race(4, _observing(calibration, 200)) == []
     calibration.flush()
     assert store.totals["shop"].queries == 800
     assert store.totals["shop"].sparse_sum == pytest.approx(800 * top_z(SOFT))
