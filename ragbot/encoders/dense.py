@@ -143,7 +143,7 @@ class TransformerDenseEncoder:
         return self._tokenizer.count(text)
 
     def _encode(self, texts: list[str], model: torch.nn.Module | None = None) -> list[tuple[float, ...]]:
-        model = model or self._model
+        model = self._model if model is None else model
         vectors: list[tuple[float, ...]] = [()] * len(texts)
         pool = _POOLERS[self.pooling]
         token_ids = self._tokenizer.token_ids(texts, self.max_length)
