@@ -7,8 +7,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ragbot.db.repositories import BOT_ID_MAX_LENGTH
+
 #: What ``ragbot.api.deps.resolve_bot_id`` accepts (anything else is a 422 ``invalid_bot_id``).
-BOT_ID_RULES = "At most 64 characters, not blank, no control characters; empty means the default."
+BOT_ID_RULES = (
+    f"At most {BOT_ID_MAX_LENGTH} characters, not blank, no control characters; empty means the default."
+)
 
 
 class MatchedTermOut(BaseModel):

@@ -31,6 +31,7 @@ from ragbot.generation.base import ChatMessage
 from ragbot.types import Citation, Hit, MessageStatus, OwnerMode, SenderType
 
 __all__ = [
+    "BOT_ID_MAX_LENGTH",
     "INGEST_JOB_STATUSES",
     "ConversationNotFoundError",
     "IngestJobNotFoundError",
@@ -40,6 +41,7 @@ __all__ = [
     "add_fusion_observations",
     "add_message",
     "add_retrieval_log",
+    "check_bot_id",
     "create_conversation",
     "create_ingest_job",
     "delete_conversation",
@@ -93,18 +95,22 @@ class IngestJobNotFoundError(NotFoundError):
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_bot_id(bot_id: str) -> str:
-    limit = _max_length(Bot.id)
+def check_bot_id(bot_id: str) -> str:
+    """``bot_id`` if a bot row can have it; a ``ValueError`` saying why not otherwise."""
     if not bot_id or not bot_id.strip():
         raise ValueError("bot_id must not be empty")
-    if limit is not None and len(bot_id) > limit:
-        raise ValueError(f"bot_id has {len(bot_id)} characters; the limit is {limit}")
+    if BOT_ID_MAX_LENGTH is not None and len(bot_id) > BOT_ID_MAX_LENGTH:
+        raise ValueError(f"bot_id has {len(bot_id)} characters; the limit is {BOT_ID_MAX_LENGTH}")
     return bot_id
 
 
 def _max_length(column: Any) -> int | None:
     type_ = column.property.columns[0].type
     return type_.length if isinstance(type_, String) else None
+
+
+#: The longest bot id the ``bots`` table stores.
+BOT_ID_MAX_LENGTH = _max_length(Bot.id)
 
 
 def _clean_text(value: str) -> str:
@@ -141,7 +147,24 @@ def _insert_ignoring_conflicts(session: Session, model: type[_Row], values: dict
         raise NotImplementedError(f"ragbot supports SQLite and PostgreSQL, not {dialect}")
 
 
+def _is_storable(value: str) -> bool:
+    """Whether every supported database can bind ``value``: PostgreSQL rejects NUL in text, and a lone
+    surrogate (which a JSON ``\\ud800`` escape produces) cannot be encoded as UTF-8 by any driver.
+
+    A row can never have such an id, so a lookup with one is simply "not found".
+    """
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _one_for_bot(session: Session, model: type[_Row], bot_id: str, row_id: str) -> _Row | None:
+    if not (_is_storable(bot_id) and _is_storable(row_id)):
+        return None  # no row can have such an id, and PostgreSQL would refuse the query
     id_col: ColumnElement[Any] = model.id  # type: ignore[attr-defined]
     bot_col: ColumnElement[Any] = model.bot_id  # type: ignore[attr-defined]
     return session.scalars(select(model).where(id_col == row_id, bot_col == bot_id)).one_or_none()
@@ -152,7 +175,7 @@ def _one_for_bot(session: Session, model: type[_Row], bot_id: str, row_id: str) 
 
 def ensure_bot(session: Session, bot_id: str, *, name: str | None = None) -> Bot:
     """The bot row, created on first use so a new tenant needs no setup step."""
-    _check_bot_id(bot_id)
+    check_bot_id(bot_id)
     bot = session.get(Bot, bot_id)
     if bot is None:
         _insert_ignoring_conflicts(session, Bot, {"id": bot_id, "name": _fit(Bot.name, name or bot_id)})

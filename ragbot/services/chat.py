@@ -31,7 +31,6 @@ from ragbot.generation.citations import CitationStreamParser
 from ragbot.generation.condense import condense_question
 from ragbot.generation.prompts import PromptLibrary
 from ragbot.retrieval.retriever import Retriever
-from ragbot.services.keys import is_storable
 from ragbot.types import ChatEvent, Citation, EventType, Hit, MessageStatus, OwnerMode, SenderType
 
 log = logging.getLogger(__name__)
@@ -249,8 +248,6 @@ class ChatService:
     ) -> Generator[ChatEvent, None, None]:
         """The turn as events. Closing it early (the client went away) stores what was generated so far."""
         started = time.perf_counter()
-        if conversation_id is not None and not is_storable(conversation_id):
-            raise ConversationNotFoundError(conversation_id)  # no row can have it; the database would fail
         with session_scope(self._sessions) as s:
             repo.ensure_bot(s, bot_id)
             if conversation_id is None:

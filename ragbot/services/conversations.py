@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from ragbot.db import repositories as repo
 from ragbot.db.models import CitationRow, Message
 from ragbot.db.session import session_scope
-from ragbot.services.keys import is_storable
 
 
 def citation_row_to_dict(c: CitationRow) -> dict[str, Any]:
@@ -46,8 +45,6 @@ def get_conversation(
     sessions: sessionmaker[Session], bot_id: str, conversation_id: str
 ) -> dict[str, Any] | None:
     """The conversation as plain data, or None when it does not exist for this bot."""
-    if not (is_storable(bot_id) and is_storable(conversation_id)):
-        return None
     with session_scope(sessions) as s:
         conv = repo.get_conversation(s, bot_id, conversation_id)
         if conv is None:

@@ -24,7 +24,6 @@ from connectors.base import Connector
 from ragbot.db import repositories as repo
 from ragbot.db.models import IngestJob
 from ragbot.services.ingest import IngestService, ProgressEvent
-from ragbot.services.keys import is_storable
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +86,9 @@ class IngestJobs:
         return status
 
     def get(self, bot_id: str, job_id: str) -> JobStatus | None:
-        if not (is_storable(bot_id) and is_storable(job_id)):
-            return None  # no row can have such an id, and PostgreSQL would refuse the query
         with self._sessions() as session:
-            row = session.get(IngestJob, job_id)
-            return _status(row) if row is not None and row.bot_id == bot_id else None
+            row = repo.get_ingest_job(session, bot_id, job_id)
+            return _status(row) if row is not None else None
 
     def recent(self, bot_id: str, limit: int = 50) -> list[JobStatus]:
         with self._sessions() as session:
