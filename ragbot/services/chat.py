@@ -366,7 +366,6 @@ class ChatService:
 
         sources: Sequence[Hit] = hits
         parser = CitationStreamParser(len(sources))
-        parts: list[str] = []
         status = MessageStatus.COMPLETE
         try:
             if llm is None:
@@ -387,7 +386,6 @@ class ChatService:
                 for delta in deltas:
                     visible = parser.feed(delta)
                     if visible:
-                        parts.append(visible)
                         yield progress.delta(visible)
             finally:
                 _close_stream(deltas)  # a no-op once read to its end
@@ -400,9 +398,8 @@ class ChatService:
         progress.status, progress.error = status, error
         tail = parser.finish()
         if tail:
-            parts.append(tail)
             yield progress.delta(tail)
-        answer = "".join(parts).strip()
+        answer = progress.answer
         if parser.dropped:
             log.warning("dropped citation markers %s (only %d sources)", parser.dropped, len(sources))
 
