@@ -18,6 +18,13 @@ from ragbot.config import get_settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Grounded chat on your own content.")
 
 
+def _register_admin_commands() -> None:
+    from ragbot.cli_admin import bots_app, keys_app
+
+    app.add_typer(bots_app, name="bots")
+    app.add_typer(keys_app, name="keys")
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
@@ -27,9 +34,32 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from ragbot import __version__
+
+        typer.echo(f"ragbot {__version__}")
+        raise typer.Exit()
+
+
+def _bot_for(runtime: Any, bot: str | None) -> str:
+    """The bot a command works on: the deployment's own (created on first use) unless ``--bot`` names
+    one that ``ragbot bots create`` made."""
+    bot_id: str = bot or runtime.settings.bot_id
+    if bot_id == runtime.settings.bot_id:
+        runtime.bots.ensure(bot_id, actor="cli")
+    elif runtime.bots.get(bot_id) is None:
+        runtime.close()
+        _fail(f"no bot with id {bot_id!r}; create one with `ragbot bots create NAME`", 2)
+    return bot_id
+
+
 @app.callback()
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -50,7 +80,7 @@ def ingest(
     allow_private: Annotated[
         bool, typer.Option("--allow-private", help="Allow private-network and loopback URLs (intranets).")
     ] = False,
-    bot: Annotated[str | None, typer.Option("--bot", help="Tenant id.")] = None,
+    bot: Annotated[str | None, typer.Option("--bot", help="Bot id (default: the deployment's bot).")] = None,
 ) -> None:
     """Ingest (or re-sync) documents into the index.
 
@@ -74,10 +104,12 @@ def ingest(
         )
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc), 2)
-    bot_id = bot or runtime.settings.bot_id
-    with IngestProgress(enabled=not as_json and sys.stderr.isatty()) as progress:
-        report = runtime.ingest_service.ingest(bot_id, connector, progress=progress.update)
-    runtime.close()
+    bot_id = _bot_for(runtime, bot)
+    try:
+        with IngestProgress(enabled=not as_json and sys.stderr.isatty()) as progress:
+            report = runtime.ingest_service.ingest(bot_id, connector, progress=progress.update)
+    finally:
+        runtime.close()
     nothing_usable = report.failed > 0 and report.added + report.updated + report.unchanged == 0
     if as_json:
         _print_json(report.as_dict())
@@ -99,7 +131,7 @@ def ask(
         str | None, typer.Option("--conversation", help="Continue this conversation.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
-    bot: Annotated[str | None, typer.Option("--bot", help="Tenant id.")] = None,
+    bot: Annotated[str | None, typer.Option("--bot", help="Bot id (default: the deployment's bot).")] = None,
 ) -> None:
     """Ask a question and print a grounded answer with its citations."""
     from ragbot.runtime import Runtime
@@ -107,7 +139,7 @@ def ask(
     from ragbot.types import EventType
 
     runtime = Runtime(get_settings())
-    bot_id = bot or runtime.settings.bot_id
+    bot_id = _bot_for(runtime, bot)
     done: dict[str, Any] = {}
     try:
         for event in runtime.chat_service.stream(bot_id, question, conversation):
@@ -153,14 +185,14 @@ def explain(
     question: Annotated[str, typer.Argument(help="The question.")],
     top_k: Annotated[int, typer.Option("--top-k", "-k")] = 5,
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    bot: Annotated[str | None, typer.Option("--bot", help="Tenant id.")] = None,
+    bot: Annotated[str | None, typer.Option("--bot", help="Bot id (default: the deployment's bot).")] = None,
 ) -> None:
     """Show what retrieval found and which vocabulary terms made each passage match."""
     from ragbot.runtime import Runtime
 
     runtime = Runtime(get_settings())
     try:
-        hits = runtime.retriever.retrieve(bot or runtime.settings.bot_id, question, top_k)
+        hits = runtime.retriever.retrieve(_bot_for(runtime, bot), question, top_k)
     finally:
         runtime.close()
     rows: list[dict[str, Any]] = [
@@ -225,13 +257,34 @@ def evaluate(
 def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="API processes (needs PostgreSQL and a Qdrant server).")] = 1,
 ) -> None:
-    """Run the HTTP API (OpenAPI docs at /docs)."""
+    """Run the HTTP API (OpenAPI docs at /docs, the widget demo at /demo).
+
+    On first start it creates the deployment's bot and, when no admin API key exists yet, one admin key,
+    printed once.
+    """
     import uvicorn
 
-    from ragbot.api.app import create_app
+    from ragbot.runtime import Runtime
 
-    uvicorn.run(create_app(), host=host, port=port)
+    runtime = Runtime(get_settings())
+    try:
+        bot = runtime.bots.ensure(runtime.settings.bot_id, actor="ragbot serve")
+        if not runtime.api_keys.has_active_keys():
+            key, _ = runtime.api_keys.create(name="first admin key (ragbot serve)")
+            typer.secho(f"admin API key (shown once, store it now): {key}", fg=typer.colors.GREEN, err=True)
+    finally:
+        runtime.close()
+    base = f"http://{host}:{port}"
+    typer.echo(f"ragbot on {base}  docs: {base}/docs  widget demo: {base}/demo", err=True)
+    typer.echo(
+        f'embed: <script src="{base}/widget.js" data-bot="{bot["public_key"]}" async></script>', err=True
+    )
+    uvicorn.run("ragbot.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+_register_admin_commands()
 
 
 def main() -> None:

@@ -136,6 +136,38 @@ class Settings(BaseSettings):
         description="CIDRs crawlable even when private (an intranet subnet); cloud metadata stays refused.",
     )
 
+    # --- bots, keys, visitors --------------------------------------------------------
+    secret_key: str | None = Field(
+        default=None,
+        description=(
+            "Signs visitor session tokens. Unset: a random key is created once in data_dir/secret.key; "
+            "set it (the same value) on every API process of a multi-process deployment."
+        ),
+    )
+    visitor_token_ttl_s: int = Field(default=3600, ge=60, description="Lifetime of a visitor session token.")
+    visitor_renew_days: int = Field(
+        default=30, ge=1, description="A visitor may renew an expired token this long after it was issued."
+    )
+    allowed_llm_models: list[str] = Field(
+        default_factory=list,
+        description="LiteLLM models a bot may choose besides the deployment's llm_model and llm_fallbacks.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db for rate limits shared by every process; unset: memory.",
+    )
+    rate_visitor_per_minute: int = Field(default=20, description="Messages a visitor may send a minute.")
+    rate_ip_per_minute: int = Field(default=60, description="Messages one IP address may send a minute.")
+    rate_sessions_per_ip_minute: int = Field(
+        default=30, description="Visitor sessions an IP may open a minute."
+    )
+    daily_message_budget: int = Field(
+        default=10000, description="Chat messages a bot answers per day (UTC), all visitors together."
+    )
+    demo_page: bool = Field(
+        default=True, description="Serve /demo, a page embedding the default bot's widget."
+    )
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from ragbot.services.chat import ChatService
     from ragbot.services.ingest import IngestService
     from ragbot.services.jobs import IngestJobs
+    from ragbot.tenancy.api_keys import ApiKeyService
+    from ragbot.tenancy.bots import BotProfile, BotService
+    from ragbot.tenancy.ratelimit import RateLimiter
+    from ragbot.tenancy.sessions import VisitorSessions
 
 
 class Runtime:
@@ -50,6 +54,7 @@ class Runtime:
             raise TypeError(f"unknown runtime components: {sorted(unknown)}")
         self._owned = self._COMPONENTS - set(components)
         self.__dict__.update(components)
+        self._llms: dict[tuple[str, tuple[str, ...]], ChatLLM] = {}
 
     @cached_property
     def engine(self) -> Engine:
@@ -121,6 +126,57 @@ class Runtime:
 
         return build_llm(self.settings)
 
+    def llm_for(self, profile: BotProfile) -> ChatLLM:
+        """The chat model a bot answers with: the deployment's, or the one (and fallbacks) the bot chose
+        among those the deployment allows. One client per distinct choice, built on first use."""
+        wanted = (profile.llm_model, tuple(profile.llm_fallbacks))
+        if wanted == (self.settings.llm_model, tuple(self.settings.llm_fallbacks)):
+            return self.llm
+        if wanted not in self._llms:
+            from ragbot.generation import build_llm
+
+            chosen = self.settings.model_copy(
+                update={"llm_model": wanted[0], "llm_fallbacks": list(wanted[1])}
+            )
+            self._llms[wanted] = build_llm(chosen)
+        return self._llms[wanted]
+
+    @cached_property
+    def bots(self) -> BotService:
+        from ragbot.tenancy.bots import BotService
+
+        return BotService(self.session_factory, self.settings)
+
+    @cached_property
+    def api_keys(self) -> ApiKeyService:
+        from ragbot.tenancy.api_keys import ApiKeyService
+
+        return ApiKeyService(self.session_factory)
+
+    @cached_property
+    def visitor_sessions(self) -> VisitorSessions:
+        from ragbot.tenancy.sessions import VisitorSessions, load_secret
+
+        secret = load_secret(self.settings.secret_key, self.settings.data_dir)
+        return VisitorSessions(
+            secret,
+            ttl_s=self.settings.visitor_token_ttl_s,
+            renew_window_s=self.settings.visitor_renew_days * 86400,
+        )
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        from ragbot.tenancy.ratelimit import build_rate_limiter
+
+        return build_rate_limiter(self.settings.redis_url)
+
+    def delete_bot(self, bot_id: str, *, actor: str) -> dict[str, int]:
+        """Delete a bot everywhere: its vectors, its rows, and what this process learned about it."""
+        removed = self.bots.delete(bot_id, actor=actor, delete_vectors=self.index.delete_bot)
+        if "retriever" in self.__dict__:
+            self.retriever.calibration.forget(bot_id)
+        return removed
+
     @cached_property
     def prompts(self) -> PromptLibrary:
         from ragbot.generation.prompts import PromptLibrary
@@ -148,7 +204,7 @@ class Runtime:
         return ChatService(
             session_factory=self.session_factory,
             retriever=self.retriever,
-            llm_factory=lambda: self.llm,
+            llm_factory=self.llm_for,
             prompts=self.prompts,
             settings=self.settings,
         )

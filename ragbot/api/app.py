@@ -10,13 +10,16 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.requests import Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
 from ragbot import __version__
 from ragbot.api.errors import error_response, install_error_handlers
 from ragbot.api.limits import BodySizeLimitMiddleware
-from ragbot.api.routes import chat, conversations, health, sources
+from ragbot.api.routes import bots, chat, conversations, health, keys, sources
 from ragbot.config import Settings, get_settings
 from ragbot.runtime import Runtime
+from ragbot.widget import routes as widget_routes
+from ragbot.widget.cors import WidgetCorsMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,11 @@ def create_app(
         version=__version__,
         description="Grounded chat over your own content: SPLADE + dense hybrid retrieval, cited answers.",
         lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
+    app.add_middleware(WidgetCorsMiddleware)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -76,7 +81,15 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(conversations.router)
     app.include_router(sources.router)
+    app.include_router(bots.router)
+    app.include_router(keys.router)
+    app.include_router(widget_routes.router)
     return app
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Stable, readable operation ids for generated clients: ``chat``, ``read_conversation``..."""
+    return route.name
 
 
 def _is_json(request: Request) -> bool:

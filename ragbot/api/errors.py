@@ -26,9 +26,12 @@ _UNREADABLE_JSON = (UnicodeDecodeError, RecursionError, ValueError)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
+        self.headers = dict(headers or {})
 
 
 class BodyTooLargeError(StarletteHTTPException):
@@ -53,7 +56,7 @@ def error_response(
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers or None, **exc.extra)
 
     @app.exception_handler(ConversationNotFoundError)
     async def _not_found(_: Request, exc: ConversationNotFoundError) -> JSONResponse:

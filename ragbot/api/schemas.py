@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ragbot.db.repositories import BOT_ID_MAX_LENGTH
 
@@ -37,11 +37,19 @@ class CitationOut(BaseModel):
 
 
 class ChatRequest(BaseModel):
+    """Unknown fields are refused: no client can set the prompt, the model or the temperature."""
+
+    model_config = ConfigDict(extra="forbid")
+
     message: str = Field(min_length=1, description="The visitor's message.")
     conversation_id: str | None = None
     stream: bool = False
     bot_id: str | None = Field(
-        default=None, description=f"Tenant; defaults to the deployment's bot. {BOT_ID_RULES}"
+        default=None,
+        description=(
+            f"Admin keys: the bot (default: the key's own bot, else the deployment's). Visitor sessions: "
+            f"omit it (the session's bot). {BOT_ID_RULES}"
+        ),
     )
 
 
@@ -68,6 +76,7 @@ class MessageOut(BaseModel):
 class ConversationOut(BaseModel):
     id: str
     bot_id: str
+    visitor_id: str | None = None
     owner_mode: str
     title: str
     created_at: datetime
@@ -104,3 +113,90 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+class BotOut(BaseModel):
+    """A bot's stored settings; ``null`` means the deployment's default applies."""
+
+    id: str
+    name: str
+    title: str
+    persona: str
+    welcome_message: str
+    starter_questions: list[str]
+    accent_color: str
+    decline_message: str
+    llm_model: str | None
+    llm_fallbacks: list[str] | None
+    language_policy: str
+    min_relevance: float | None
+    public_key: str | None
+    allowed_origins: list[str]
+    rate_visitor_per_minute: int | None
+    rate_ip_per_minute: int | None
+    daily_message_budget: int | None
+    created_at: datetime
+    updated_at: datetime | None
+    updated_by: str | None
+
+
+class BotDeletedOut(BaseModel):
+    id: str
+    deleted: bool
+    removed: dict[str, int]
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    bot_id: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    active: bool
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The key itself: shown once, never again.")
+
+
+class ApiKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", max_length=200)
+    bot_id: str | None = Field(default=None, description="Scope the key to one bot; omit for every bot.")
+    expires_in_days: float | None = Field(default=None, gt=0, le=3650)
+
+
+class WidgetSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    public_key: str = Field(min_length=1, max_length=200)
+    token: str | None = Field(
+        default=None, max_length=4096, description="A previous session token: renew it as the same visitor."
+    )
+
+
+class WidgetFeatures(BaseModel):
+    feedback: bool = False
+    handoff: bool = False
+    lead_form: bool = False
+
+
+class WidgetBotOut(BaseModel):
+    id: str
+    name: str
+    title: str
+    welcome_message: str
+    starter_questions: list[str]
+    accent_color: str
+    features: WidgetFeatures = Field(default_factory=WidgetFeatures)
+
+
+class WidgetSessionOut(BaseModel):
+    token: str
+    visitor_id: str
+    expires_at: datetime
+    bot: WidgetBotOut

@@ -76,20 +76,80 @@ class Base(DeclarativeBase):
 
 
 class Bot(Base):
+    """An assistant with its own content and settings. A NULL setting means "the deployment's default"
+    (``ragbot.config.Settings``), so changing a default reaches every bot that did not override it."""
+
     __tablename__ = "bots"
+    __table_args__ = (Index("uq_bots_public_key", "public_key", unique=True),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     persona: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the widget
+    title: Mapped[str] = mapped_column(String(200), default="")
+    welcome_message: Mapped[str] = mapped_column(Text, default="")
+    starter_questions: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    accent_color: Mapped[str] = mapped_column(String(7), default="#2563eb")
+    decline_message: Mapped[str] = mapped_column(Text, default="")
+    # answering
+    llm_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    llm_fallbacks: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    language_policy: Mapped[str] = mapped_column(String(16), default="match")
+    min_relevance: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # who may use it, and how much
+    public_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    allowed_origins: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    rate_visitor_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rate_ip_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_message_budget: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    updated_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class BotAuditEntry(Base):
+    """Who changed which bot setting, when, from what to what. No foreign key: the record of a deleted
+    bot outlives it."""
+
+    __tablename__ = "bot_audit"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(20))  # create | update | rotate_key | delete
+    actor: Mapped[str] = mapped_column(String(200))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """An admin API key. Only its SHA-256 is stored; the key itself is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    prefix: Mapped[str] = mapped_column(String(16))  # the key's first characters, to recognise it in lists
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    bot_id: Mapped[str | None] = mapped_column(
+        ForeignKey("bots.id", ondelete="CASCADE"), nullable=True, index=True
+    )  # None: every bot
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_bot_updated", "bot_id", "updated_at"),)
+    __table_args__ = (
+        Index("ix_conversations_bot_updated", "bot_id", "updated_at"),
+        Index("ix_conversations_bot_visitor", "bot_id", "visitor_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"))  # indexed by ix_conversations_bot_updated
+    #: The widget visitor who owns it (None: started server-to-server with an admin key).
+    visitor_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     owner_mode: Mapped[str] = mapped_column(String(20), default="bot")  # types.OwnerMode
     title: Mapped[str] = mapped_column(String(300), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -53,6 +53,7 @@ __all__ = [
     "get_message",
     "get_or_create_source",
     "history",
+    "is_storable",
     "known_documents",
     "list_conversations",
     "list_messages",
@@ -162,6 +163,9 @@ def _is_storable(value: str) -> bool:
     return True
 
 
+is_storable = _is_storable
+
+
 def _one_for_bot(session: Session, model: type[_Row], bot_id: str, row_id: str) -> _Row | None:
     if not (_is_storable(bot_id) and _is_storable(row_id)):
         return None  # no row can have such an id, and PostgreSQL would refuse the query
@@ -184,11 +188,19 @@ def ensure_bot(session: Session, bot_id: str, *, name: str | None = None) -> Bot
 
 
 def create_conversation(
-    session: Session, bot_id: str, *, title: str = "", owner_mode: OwnerMode | str = OwnerMode.BOT
+    session: Session,
+    bot_id: str,
+    *,
+    title: str = "",
+    owner_mode: OwnerMode | str = OwnerMode.BOT,
+    visitor_id: str | None = None,
 ) -> Conversation:
     ensure_bot(session, bot_id)
     conversation = Conversation(
-        bot_id=bot_id, title=_fit(Conversation.title, title), owner_mode=OwnerMode(owner_mode).value
+        bot_id=bot_id,
+        title=_fit(Conversation.title, title),
+        owner_mode=OwnerMode(owner_mode).value,
+        visitor_id=visitor_id,
     )
     session.add(conversation)
     session.flush()

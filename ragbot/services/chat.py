@@ -31,6 +31,7 @@ from ragbot.generation.citations import CitationStreamParser
 from ragbot.generation.condense import condense_question
 from ragbot.generation.prompts import PromptLibrary
 from ragbot.retrieval.retriever import Retriever
+from ragbot.tenancy.bots import BotProfile
 from ragbot.types import ChatEvent, Citation, EventType, Hit, MessageStatus, OwnerMode, SenderType
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ class _Progress:
     """What a turn has done so far, so a failure or an early close can store it."""
 
     standalone: str
+    configured_model: str
     llm: ChatLLM | None = None
     streamed: list[str] = field(default_factory=list)  # every delta the client was sent
     status: MessageStatus = MessageStatus.COMPLETE
@@ -192,6 +194,14 @@ def _close_stream(stream: Iterator[str]) -> None:
             log.debug("closing the answer stream failed", exc_info=True)
 
 
+def _relevant_enough(top: Hit, floor: float | None) -> bool:
+    """Whether the best hit clears the bot's relevance floor (on its dense cosine where it has one)."""
+    if floor is None:
+        return True
+    score = top.dense_score if top.dense_score is not None else top.score
+    return score >= floor
+
+
 def _answering_model(llm: ChatLLM | None, configured: str) -> str:
     """The deployment that actually answered (a fallback, say), else the configured model."""
     if llm is None:
@@ -206,7 +216,7 @@ class ChatService:
         *,
         session_factory: sessionmaker[Session],
         retriever: Retriever,
-        llm_factory: Callable[[], ChatLLM],
+        llm_factory: Callable[[BotProfile], ChatLLM],
         prompts: PromptLibrary,
         settings: Settings,
     ) -> None:
@@ -217,12 +227,19 @@ class ChatService:
         self._settings = settings
 
     # ------------------------------------------------------------------ public API
-    def ask(self, bot_id: str, message: str, conversation_id: str | None = None) -> TurnResult:
+    def ask(
+        self,
+        bot_id: str,
+        message: str,
+        conversation_id: str | None = None,
+        *,
+        visitor_id: str | None = None,
+    ) -> TurnResult:
         """Blocking form of a turn; raises ``AnswerFailedError`` when no answer could be produced
         (``TurnFailedError`` when the cause was not the LLM)."""
         result: TurnResult | None = None
         error_code: str | None = None
-        for event in self.stream(bot_id, message, conversation_id):
+        for event in self.stream(bot_id, message, conversation_id, visitor_id=visitor_id):
             if event.type is EventType.ERROR:
                 error_code = event.data.get("code")
             elif event.type is EventType.DONE:
@@ -244,17 +261,26 @@ class ChatService:
         return result
 
     def stream(
-        self, bot_id: str, message: str, conversation_id: str | None = None
+        self,
+        bot_id: str,
+        message: str,
+        conversation_id: str | None = None,
+        *,
+        visitor_id: str | None = None,
     ) -> Generator[ChatEvent, None, None]:
-        """The turn as events. Closing it early (the client went away) stores what was generated so far."""
+        """The turn as events. Closing it early (the client went away) stores what was generated so far.
+
+        ``visitor_id``: a widget visitor's turn; the conversation must be theirs (another visitor's is
+        not found), and a new one is started as theirs. The bot's settings are read now, per turn.
+        """
         started = time.perf_counter()
         with session_scope(self._sessions) as s:
-            repo.ensure_bot(s, bot_id)
+            profile = BotProfile.of(repo.ensure_bot(s, bot_id), self._settings)
             if conversation_id is None:
-                conv = repo.create_conversation(s, bot_id, title=message[:120])
+                conv = repo.create_conversation(s, bot_id, title=message[:120], visitor_id=visitor_id)
             else:
                 found = repo.get_conversation(s, bot_id, conversation_id)
-                if found is None:
+                if found is None or (visitor_id is not None and found.visitor_id != visitor_id):
                     raise ConversationNotFoundError(conversation_id)
                 conv = found
             history = repo.history(s, bot_id, conv.id)
@@ -278,16 +304,17 @@ class ChatService:
             )
             return
 
-        yield from self._answer(bot_id, conv_id, message, history, started)
+        yield from self._answer(profile, conv_id, message, history, started)
 
     # ------------------------------------------------------------------ internals
     def _answer(
-        self, bot_id: str, conv_id: str, question: str, history: list[ChatMessage], started: float
+        self, profile: BotProfile, conv_id: str, question: str, history: list[ChatMessage], started: float
     ) -> Iterator[ChatEvent]:
         """The turn after ``start``: whatever fails, it ends with ``done`` and nothing is lost."""
-        progress = _Progress(standalone=question)
+        progress = _Progress(standalone=question, configured_model=profile.llm_model)
+        bot_id = profile.id
         try:
-            yield from self._answer_steps(progress, bot_id, conv_id, question, history, started)
+            yield from self._answer_steps(progress, profile, conv_id, question, history, started)
         except GeneratorExit:
             # Closed early: the client went away. Keep what was generated; nothing more can be sent.
             if progress.message_id is None:
@@ -327,7 +354,7 @@ class ChatService:
                     status=progress.status,
                     error=progress.error,
                     standalone_query=progress.standalone,
-                    model=_answering_model(progress.llm, self._settings.llm_model),
+                    model=_answering_model(progress.llm, progress.configured_model),
                     latency_ms=(time.perf_counter() - started) * 1000,
                 )
                 message_id = bot_msg.id
@@ -340,18 +367,19 @@ class ChatService:
     def _answer_steps(
         self,
         progress: _Progress,
-        bot_id: str,
+        profile: BotProfile,
         conv_id: str,
         question: str,
         history: list[ChatMessage],
         started: float,
     ) -> Iterator[ChatEvent]:
         settings = self._settings
+        bot_id = profile.id
         standalone = question
         llm: ChatLLM | None = None
         error: str | None = None
         try:
-            llm = progress.llm = self._llm_factory()
+            llm = progress.llm = self._llm_factory(profile)
             if history:
                 standalone = progress.standalone = condense_question(llm, self._prompts, history, question)
         except LLMError as exc:
@@ -360,8 +388,8 @@ class ChatService:
 
         hits = self._retriever.retrieve(bot_id, standalone, settings.top_k)
         top = hits[0] if hits else None
-        if top is None or not self._relevant_enough(top):
-            yield from self._refuse(progress, bot_id, conv_id, question, standalone, hits, started)
+        if top is None or not _relevant_enough(top, profile.min_relevance):
+            yield from self._refuse(progress, profile, conv_id, question, standalone, hits, started)
             return
 
         sources: Sequence[Hit] = hits
@@ -369,12 +397,12 @@ class ChatService:
         status = MessageStatus.COMPLETE
         try:
             if llm is None:
-                llm = progress.llm = self._llm_factory()
+                llm = progress.llm = self._llm_factory(profile)
             prompt = self._prompts.build_answer(
                 standalone if history else question,
                 hits,
                 history,
-                persona=settings.persona,
+                persona=profile.persona,
                 context_window=settings.llm_context_window,
                 max_answer_tokens=settings.llm_max_tokens,
                 count_tokens=llm.count_tokens,
@@ -426,7 +454,7 @@ class ChatService:
                 status=status,
                 error=error,
                 standalone_query=standalone,
-                model=_answering_model(llm, settings.llm_model),
+                model=_answering_model(llm, profile.llm_model),
                 latency_ms=latency_ms,
             )
             repo.add_citations(s, bot_id, bot_msg.id, citations)
@@ -453,17 +481,10 @@ class ChatService:
             },
         )
 
-    def _relevant_enough(self, top: Hit) -> bool:
-        floor = self._settings.min_relevance
-        if floor is None:
-            return True
-        score = top.dense_score if top.dense_score is not None else top.score
-        return score >= floor
-
     def _refuse(
         self,
         progress: _Progress,
-        bot_id: str,
+        profile: BotProfile,
         conv_id: str,
         question: str,
         standalone: str,
@@ -471,7 +492,8 @@ class ChatService:
         started: float,
     ) -> Iterator[ChatEvent]:
         """Say "I don't know" and offer a human, without an LLM call; record the gap."""
-        text = self._prompts.refusal_text(self._settings.persona)
+        bot_id = profile.id
+        text = profile.decline_message.strip() or self._prompts.refusal_text(profile.persona)
         top_score = hits[0].dense_score if hits else None
         with session_scope(self._sessions) as s:
             bot_msg = repo.add_message(

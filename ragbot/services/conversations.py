@@ -42,17 +42,19 @@ def message_to_dict(m: Message) -> dict[str, Any]:
 
 
 def get_conversation(
-    sessions: sessionmaker[Session], bot_id: str, conversation_id: str
+    sessions: sessionmaker[Session], bot_id: str, conversation_id: str, *, visitor_id: str | None = None
 ) -> dict[str, Any] | None:
-    """The conversation as plain data, or None when it does not exist for this bot."""
+    """The conversation as plain data, or None when it does not exist for this bot (or, given a
+    ``visitor_id``, is not that visitor's)."""
     with session_scope(sessions) as s:
         conv = repo.get_conversation(s, bot_id, conversation_id)
-        if conv is None:
+        if conv is None or (visitor_id is not None and conv.visitor_id != visitor_id):
             return None
         messages = repo.list_messages(s, bot_id, conversation_id)
         return {
             "id": conv.id,
             "bot_id": conv.bot_id,
+            "visitor_id": conv.visitor_id,
             "owner_mode": conv.owner_mode,
             "title": conv.title,
             "created_at": conv.created_at,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from fixtures.auth import admin_headers
 from fixtures.sse import sse_events
 from integration.katan import KatanServer
 
@@ -58,7 +59,8 @@ class Stack:
         )
 
     def client(self, runtime: Runtime | None = None) -> TestClient:
-        return TestClient(create_app(runtime=runtime or self.runtime(), warmup=False))
+        runtime = runtime or self.runtime()
+        return TestClient(create_app(runtime=runtime, warmup=False), headers=admin_headers(runtime))
 
 
 def _make_index(kind: str, data_dir: Path) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from fastapi.testclient import TestClient
+from fixtures.auth import admin_headers
 from integration import test_api
 from integration.test_api import SAMPLE, Stack
 
@@ -260,7 +261,7 @@ def test_an_unexpected_failure_is_a_json_500(stack: Stack) -> None:
     runtime = stack.runtime()
     runtime.__dict__["chat_service"] = _BrokenChat()  # pre-seeds the cached property
     app = create_app(runtime=runtime, warmup=False)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, headers=admin_headers(runtime)) as client:
         response = client.post("/v1/chat", json={"message": "hello"})
     error = _error(response, 500, "internal_error")
     assert "boom" not in error["message"]  # no internals leak to the client
@@ -285,7 +286,7 @@ def test_waiting_for_a_job_does_not_hold_a_worker_thread(stack: Stack) -> None:
     async def one_worker_thread() -> None:
         anyio.to_thread.current_default_thread_limiter().total_tokens = 1
 
-    with TestClient(create_app(runtime=runtime, warmup=False)) as client:
+    with TestClient(create_app(runtime=runtime, warmup=False), headers=admin_headers(runtime)) as client:
         assert client.portal is not None
         client.portal.call(one_worker_thread)
 

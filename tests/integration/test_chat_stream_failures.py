@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from fixtures.auth import admin_headers
 from fixtures.sse import sse_events
 from integration.katan import LOOPBACK, CuttingSSEServer, free_port, llm_settings
 from sqlalchemy import Engine, event
@@ -156,7 +157,11 @@ def _runtime(base: Runtime, base_url: str | None = None, **components: Any) -> R
 
 def _client(runtime: Runtime) -> TestClient:
     # Server exceptions become responses, as they would for a real client.
-    return TestClient(create_app(runtime=runtime, warmup=False), raise_server_exceptions=False)
+    return TestClient(
+        create_app(runtime=runtime, warmup=False),
+        raise_server_exceptions=False,
+        headers=admin_headers(runtime),
+    )
 
 
 def _messages(runtime: Runtime, conversation_id: str) -> list[Message]:
@@ -333,7 +338,9 @@ def test_client_hanging_up_mid_stream_over_http_stores_the_partial_answer(base: 
         provider_errors: list[type[BaseException] | None] = []
         slow._httpd.handle_error = lambda *_: provider_errors.append(sys.exc_info()[0])  # type: ignore[method-assign]
         runtime = _runtime(base, slow.base_url)
-        with _Uvicorn(runtime) as url, httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+        with _Uvicorn(runtime) as url, httpx.Client(
+            base_url=url, trust_env=False, timeout=30, headers=admin_headers(runtime)
+        ) as client:
             conversation_id = None
             with client.stream("POST", "/v1/chat", json={"message": QUESTION, "stream": True}) as response:
                 assert response.status_code == 200

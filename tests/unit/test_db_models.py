@@ -12,11 +12,24 @@ from ragbot.db.models import Base, UTCDateTime
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("table", [t for t in Base.metadata.sorted_tables if t.name != "bots"], ids=str)
+#: Tables whose rows are not a bot's content: the bots themselves, the audit trail (it outlives a deleted
+#: bot, so it has no foreign key) and admin keys (an unscoped key belongs to no bot).
+_NOT_TENANT_ROWS = {"bots", "bot_audit", "api_keys"}
+
+
+@pytest.mark.parametrize(
+    "table", [t for t in Base.metadata.sorted_tables if t.name not in _NOT_TENANT_ROWS], ids=str
+)
 def test_every_row_belongs_to_a_bot(table: object) -> None:
     column = table.c.bot_id  # type: ignore[attr-defined]
     assert not column.nullable
     assert {fk.target_fullname for fk in column.foreign_keys} == {"bots.id"}
+
+
+def test_the_audit_trail_and_scoped_keys_still_name_their_bot() -> None:
+    tables = Base.metadata.tables
+    assert not tables["bot_audit"].c.bot_id.nullable and not tables["bot_audit"].c.bot_id.foreign_keys
+    assert {fk.target_fullname for fk in tables["api_keys"].c.bot_id.foreign_keys} == {"bots.id"}
 
 
 def test_every_constraint_and_index_has_a_name() -> None:

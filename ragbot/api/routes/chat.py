@@ -1,23 +1,32 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Generator, Iterator
 
 import anyio
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ragbot.api.deps import RuntimeDep, resolve_bot_id
+from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
 from ragbot.api.schemas import ChatRequest, ChatResponse, ErrorOut
+from ragbot.runtime import Runtime
 from ragbot.services.chat import TurnFailedError, internal_failure_events
+from ragbot.tenancy.bots import BotProfile
+from ragbot.tenancy.deps import CallerDep, admin_bot_id
+from ragbot.tenancy.principals import AdminPrincipal, Caller
+from ragbot.tenancy.quotas import chat_limits, refusal_message
 from ragbot.types import ChatEvent, EventType
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["chat"])
+
+#: Comment lines between events while the model thinks, so proxies (nginx: 60 s) keep the stream open.
+SSE_PING_S = 15.0
 
 
 def sse_format(event: ChatEvent) -> str:
@@ -36,11 +45,18 @@ async def _sse_body(first: ChatEvent, events: Generator[ChatEvent, None, None]) 
     iterator): the turn is then closed here, in a worker thread, so it stores what was generated so far.
     """
     streamed: list[str] = []
+    step: asyncio.Future[ChatEvent | None] | None = None
     try:
         yield sse_format(first)
         while True:
+            step = asyncio.ensure_future(run_in_threadpool(_next_event, events))
+            while True:
+                done, _ = await asyncio.wait({step}, timeout=SSE_PING_S)
+                if done:
+                    break
+                yield ": ping\n\n"
             try:
-                event = await run_in_threadpool(_next_event, events)
+                event = step.result()
             except Exception:
                 conversation_id = str(first.data.get("conversation_id"))
                 log.exception("chat stream failed for conversation %s", conversation_id)
@@ -55,23 +71,65 @@ async def _sse_body(first: ChatEvent, events: Generator[ChatEvent, None, None]) 
             yield sse_format(event)
     finally:
         with anyio.CancelScope(shield=True):
+            if step is not None and not step.done():
+                await asyncio.wait({step})  # a generator cannot be closed while a thread runs it
             await run_in_threadpool(events.close)
+
+
+def _chat_bot(caller: Caller, body: ChatRequest, runtime: Runtime) -> BotProfile:
+    """The bot this message is for: a visitor's session names it; an admin key names it in the body
+    (within its scope). A visitor naming another bot is refused, not redirected."""
+    if isinstance(caller, AdminPrincipal):
+        bot_id = admin_bot_id(caller, body.bot_id, runtime)
+    else:
+        if body.bot_id and body.bot_id != caller.bot_id:
+            raise ApiError(403, "forbidden", "a visitor session can only chat with its own bot")
+        bot_id = caller.bot_id
+    profile = runtime.bots.profile(bot_id)
+    if profile is None:
+        raise ApiError(404, "bot_not_found", f"no bot with id {bot_id!r}")
+    return profile
+
+
+def _check_quota(request: Request, caller: Caller, profile: BotProfile, runtime: Runtime) -> None:
+    client_ip = request.client.host if request.client else None
+    decision = runtime.rate_limiter.hit(chat_limits(profile, caller, client_ip))
+    if not decision.allowed:
+        scope = decision.limit.scope if decision.limit else "rate"
+        raise ApiError(
+            429,
+            "rate_limited",
+            refusal_message(scope, decision.retry_after_s),
+            headers={"Retry-After": str(decision.retry_after_s)},
+            limit=scope,
+        )
 
 
 @router.post(
     "/chat",
     response_model=ChatResponse,
     responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        401: {"model": ErrorOut},
+        403: {"model": ErrorOut},
         404: {"model": ErrorOut},
         413: {"model": ErrorOut},
         415: {"model": ErrorOut},
         422: {"model": ErrorOut},
+        429: {"model": ErrorOut},
         500: {"model": ErrorOut},
         503: {"model": ErrorOut},
     },
 )
-def chat(body: ChatRequest, runtime: RuntimeDep) -> ChatResponse | StreamingResponse:
-    """Answer a message; with ``stream: true`` as server-sent events (start, delta, citation, error, done)."""
+def chat(
+    body: ChatRequest, request: Request, caller: CallerDep, runtime: RuntimeDep
+) -> ChatResponse | StreamingResponse:
+    """Answer a message; with ``stream: true`` as server-sent events (start, delta, citation, error, done).
+
+    Callers: an admin API key (server to server; ``bot_id`` within the key's scope) or a widget visitor's
+    session token (its own bot and its own conversations only). The prompt, the model and the temperature
+    are the bot's; no request can change them.
+    """
     message = body.message.strip()
     limit = runtime.settings.max_message_chars
     if not message:
@@ -80,18 +138,20 @@ def chat(body: ChatRequest, runtime: RuntimeDep) -> ChatResponse | StreamingResp
         raise ApiError(
             422, "message_too_long", f"message has {len(message)} characters; the limit is {limit}"
         )
-    bot_id = resolve_bot_id(body.bot_id, runtime.settings)
+    profile = _chat_bot(caller, body, runtime)
+    _check_quota(request, caller, profile, runtime)
+    visitor_id = None if isinstance(caller, AdminPrincipal) else caller.visitor_id
     service = runtime.chat_service
     if not body.stream:
         try:
-            result = service.ask(bot_id, message, body.conversation_id)
+            result = service.ask(profile.id, message, body.conversation_id, visitor_id=visitor_id)
         except TurnFailedError as exc:  # not the LLM: the index or the database (the cause is logged)
             raise ApiError(
                 500, exc.code, str(exc), conversation_id=exc.conversation_id, message_id=exc.message_id
             ) from exc
         return ChatResponse.model_validate(result, from_attributes=True)
 
-    events = service.stream(bot_id, message, body.conversation_id)
+    events = service.stream(profile.id, message, body.conversation_id, visitor_id=visitor_id)
     first = next(events)  # runs the lookup now, so an unknown conversation is a 404, not a broken stream
 
     return StreamingResponse(

@@ -15,12 +15,14 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ragbot.api.deps import RuntimeDep, resolve_bot_id
+from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError, BodyTooLargeError
 from ragbot.api.schemas import ErrorOut, JobOut, SourceRequest
 from ragbot.config import Settings
 from ragbot.runtime import Runtime
 from ragbot.services.keys import has_control_characters
+from ragbot.tenancy.deps import AdminDep, admin_bot_id
+from ragbot.tenancy.principals import AdminPrincipal
 
 router = APIRouter(prefix="/v1/sources", tags=["sources"])
 
@@ -75,12 +77,12 @@ def _is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
 
 
-async def _uploads(request: Request, settings: Settings) -> tuple[list[Any], str]:
+async def _uploads(request: Request, runtime: Runtime, admin: AdminPrincipal) -> tuple[list[Any], str]:
     """The uploaded files and the bot they are for. The body's total size is capped while it arrives
     (``ragbot.api.limits``); each file is checked against ``max_upload_bytes`` here."""
     from connectors.files import Upload, upload_uri
 
-    limit = settings.max_upload_bytes
+    limit = runtime.settings.max_upload_bytes
     try:
         form = await request.form()
     except BodyTooLargeError:
@@ -89,7 +91,7 @@ async def _uploads(request: Request, settings: Settings) -> tuple[list[Any], str
         raise ApiError(422, "invalid_multipart", f"cannot read the multipart body: {exc.detail}") from None
     try:
         bot = form.get("bot_id")
-        bot_id = resolve_bot_id(bot if isinstance(bot, str) else None, settings)
+        bot_id = await run_in_threadpool(admin_bot_id, admin, bot if isinstance(bot, str) else None, runtime)
         files = [v for v in form.getlist("file") if isinstance(v, UploadFile)]
         if not files:
             raise ApiError(422, "invalid_request", "multipart body needs at least one 'file' part")
@@ -124,6 +126,7 @@ def _check_target(body: SourceRequest) -> None:
     response_model=JobOut,
     openapi_extra=_OPENAPI_BODY,
     responses={
+        401: {"model": ErrorOut},
         403: {"model": ErrorOut},
         404: {"model": ErrorOut},
         413: {"model": ErrorOut},
@@ -132,13 +135,13 @@ def _check_target(body: SourceRequest) -> None:
 )
 async def create_source(
     request: Request,
+    admin: AdminDep,
     runtime: RuntimeDep,
     wait: float = Query(default=0.0, ge=0, le=600, description="Seconds to wait for the job to finish."),
 ) -> JSONResponse:
     """Start ingesting a path or URL (JSON body) or uploaded files (multipart); returns the job."""
-    settings = runtime.settings
     if _is_multipart(request):
-        uploads, bot_id = await _uploads(request, settings)
+        uploads, bot_id = await _uploads(request, runtime, admin)
         job = await run_in_threadpool(_submit_uploads, runtime, uploads, bot_id)
     else:
         try:
@@ -149,7 +152,7 @@ async def create_source(
             message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
             raise ApiError(422, "invalid_request", message) from None
         _check_target(body)
-        bot_id = resolve_bot_id(body.bot_id, settings)
+        bot_id = await run_in_threadpool(admin_bot_id, admin, body.bot_id, runtime)
         job = await run_in_threadpool(_submit_target, runtime, body, bot_id)
     if wait > 0:
         job = await _wait_for(runtime, job, wait)
@@ -200,11 +203,21 @@ def _submit_uploads(runtime: Runtime, uploads: list[Any], bot_id: str) -> Any:
 
 
 @router.get(
-    "/jobs/{job_id}", response_model=JobOut, responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    responses={
+        202: {"model": JobOut, "description": "The job is still running."},
+        401: {"model": ErrorOut},
+        403: {"model": ErrorOut},
+        404: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+    },
 )
-def read_job(job_id: str, runtime: RuntimeDep, bot_id: str | None = Query(default=None)) -> JSONResponse:
+def read_job(
+    job_id: str, admin: AdminDep, runtime: RuntimeDep, bot_id: str | None = Query(default=None)
+) -> JSONResponse:
     """Progress and, once finished, the report of an ingest job."""
-    job = runtime.jobs.get(resolve_bot_id(bot_id, runtime.settings), job_id)
+    job = runtime.jobs.get(admin_bot_id(admin, bot_id, runtime), job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no ingest job with id {job_id!r}")
     return _job_response(job)

@@ -1,0 +1,120 @@
+"""Browser fixtures: a headless Debian Chromium driven by selenium, and static host pages on loopback.
+
+Chromium and chromedriver come from the system (``/usr/bin``); selenium-manager is never asked to find or
+download a browser. Without Chromium the browser tests skip, or fail under CI (``CI`` set) so a missing
+browser is never silent. Host pages are served by ``http.server`` on 127.0.0.1 with a port of their own,
+so the page's origin differs from ragbot's, as it does on a real customer site.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def _require_browser() -> None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
+    if missing:
+        reason = f"browser tests need {', '.join(missing)} (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("browser tests need selenium (pip install 'selenium>=4.20')")
+        pytest.skip("browser tests need selenium (pip install 'selenium>=4.20')")
+
+
+def _chrome(user_data_dir: str) -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-default-apps",
+        "--no-proxy-server",
+        "--window-size=1280,900",
+        f"--user-data-dir={user_data_dir}",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    driver.set_script_timeout(30)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    """One headless Chromium per test module, with a fresh profile (no stored widget state)."""
+    _require_browser()
+    user_data_dir = tempfile.mkdtemp(prefix="ragbot-chrome-")
+    drv = _chrome(user_data_dir)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+        shutil.rmtree(user_data_dir, ignore_errors=True)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+@pytest.fixture(scope="module")
+def serve_dir() -> Iterator[Callable[[Path], str]]:
+    """``serve_dir(directory) -> "http://127.0.0.1:PORT"``: a static host site on its own loopback port."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def serve(directory: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(directory))
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="host-site", daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    try:
+        yield serve
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where screenshots go (``tests/artifacts/``, not committed)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
