@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 QUESTION ?= How does ragbot combine sparse and dense retrieval?
 
-.PHONY: install install-dev quickstart serve test lint bench clean
+.PHONY: install install-dev browsers quickstart serve test lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,7 +32,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install lint
+# Browser tests drive Debian's Chromium and ChromeDriver (never a downloaded browser).
+browsers:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+test: install lint browsers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install

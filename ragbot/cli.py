@@ -191,8 +191,9 @@ def explain(
     from ragbot.runtime import Runtime
 
     runtime = Runtime(get_settings())
+    bot_id = _bot_for(runtime, bot)  # before the retriever: an unknown bot is refused without loading models
     try:
-        hits = runtime.retriever.retrieve(_bot_for(runtime, bot), question, top_k)
+        hits = runtime.retriever.retrieve(bot_id, question, top_k)
     finally:
         runtime.close()
     rows: list[dict[str, Any]] = [

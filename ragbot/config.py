@@ -164,6 +164,21 @@ class Settings(BaseSettings):
     daily_message_budget: int = Field(
         default=10000, description="Chat messages a bot answers per day (UTC), all visitors together."
     )
+    events_bus: Literal["auto", "memory", "postgres", "redis"] = Field(
+        default="auto",
+        description=(
+            "How conversation events reach streams in other API processes: auto = Redis when "
+            "RAGBOT_REDIS_URL is set, PostgreSQL LISTEN/NOTIFY on PostgreSQL, else in memory (one process)."
+        ),
+    )
+    webhook_allow_private: bool = Field(
+        default=False, description="Allow webhook targets on private or loopback addresses."
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, description="Deliveries give up after this many tries."
+    )
+    webhook_backoff_s: float = Field(default=2.0, gt=0, description="First retry delay; doubles each time.")
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
     demo_page: bool = Field(
         default=True, description="Serve /demo, a page embedding the default bot's widget."
     )

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from ragbot.encoders.base import DenseEncoder, SparseEncoder
     from ragbot.generation.base import ChatLLM
     from ragbot.generation.prompts import PromptLibrary
+    from ragbot.handoff.service import HandoffService
     from ragbot.index.base import VectorIndex
+    from ragbot.realtime.bus import EventBus
     from ragbot.retrieval.calibration import FusionCalibration
     from ragbot.retrieval.retriever import Retriever
     from ragbot.services.chat import ChatService
@@ -170,6 +172,16 @@ class Runtime:
 
         return build_rate_limiter(self.settings.redis_url)
 
+    @cached_property
+    def bus(self) -> EventBus:
+        from ragbot.realtime.bus import build_bus
+
+        return build_bus(
+            self.settings.events_bus,
+            database_url=self.settings.resolved_database_url,
+            redis_url=self.settings.redis_url,
+        )
+
     def delete_bot(self, bot_id: str, *, actor: str) -> dict[str, int]:
         """Delete a bot everywhere: its vectors, its rows, and what this process learned about it."""
         removed = self.bots.delete(bot_id, actor=actor, delete_vectors=self.index.delete_bot)
@@ -207,7 +219,18 @@ class Runtime:
             llm_factory=self.llm_for,
             prompts=self.prompts,
             settings=self.settings,
+            publish=self.publish,
         )
+
+    def publish(self, conversation_id: str) -> None:
+        """Wake the streams of a conversation whose events just committed."""
+        self.bus.publish(conversation_id)
+
+    @cached_property
+    def handoff(self) -> HandoffService:
+        from ragbot.handoff.service import HandoffService
+
+        return HandoffService(self.session_factory, self.publish)
 
     @cached_property
     def jobs(self) -> IngestJobs:
@@ -220,6 +243,8 @@ class Runtime:
         was opened."""
         if "jobs" in self.__dict__:
             self.jobs.shutdown(wait=True)
+        if "bus" in self.__dict__:
+            self.bus.close()
         if "retriever" in self.__dict__ and "retriever" in self._owned:
             self.retriever.calibration.flush()  # before the engine goes; logs, never raises
         if "index" in self.__dict__ and "index" in self._owned:

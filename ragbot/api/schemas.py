@@ -135,6 +135,13 @@ class BotOut(BaseModel):
     rate_visitor_per_minute: int | None
     rate_ip_per_minute: int | None
     daily_message_budget: int | None
+    handoff_enabled: bool
+    handoff_after_ungrounded: int
+    handoff_after_thumbs_down: int
+    handoff_on_llm_outage: bool
+    agent_claim_timeout_s: int
+    office_hours: dict[str, Any] | None
+    lead_form: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime | None
     updated_by: str | None

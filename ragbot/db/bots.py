@@ -13,13 +13,19 @@ from ragbot.db.models import (
     BotAuditEntry,
     CitationRow,
     Conversation,
+    ConversationEvent,
     DocumentRow,
+    Feedback,
     FusionCalibrationRow,
+    HandoffEvent,
     IngestJob,
+    Lead,
     Message,
     RetrievalLog,
     Source,
     UnansweredQuestion,
+    WebhookDelivery,
+    WebhookSubscription,
     utcnow,
 )
 
@@ -34,6 +40,12 @@ __all__ = [
 
 #: Every table holding a bot's rows, children before parents, so deleting in this order breaks no key.
 _OWNED_TABLES: tuple[type[Any], ...] = (
+    WebhookDelivery,
+    WebhookSubscription,
+    Feedback,
+    HandoffEvent,
+    ConversationEvent,
+    Lead,
     CitationRow,
     RetrievalLog,
     UnansweredQuestion,

@@ -105,6 +105,16 @@ class Bot(Base):
     daily_message_budget: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
     updated_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # human handoff
+    handoff_enabled: Mapped[bool] = mapped_column(default=True)
+    # Automatic handoffs are off until a bot has people to hand over to (0 / False: never).
+    handoff_after_ungrounded: Mapped[int] = mapped_column(Integer, default=0)
+    handoff_after_thumbs_down: Mapped[int] = mapped_column(Integer, default=0)
+    handoff_on_llm_outage: Mapped[bool] = mapped_column(default=False)
+    agent_claim_timeout_s: Mapped[int] = mapped_column(Integer, default=300)
+    office_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # None: always open
+    # leads: fields, required ones, consent text and version, when to ask
+    lead_form: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # None: no form
 
 
 class BotAuditEntry(Base):
@@ -150,6 +160,14 @@ class Conversation(Base):
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"))  # indexed by ix_conversations_bot_updated
     #: The widget visitor who owns it (None: started server-to-server with an admin key).
     visitor_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: The agent who claimed it (their key's name), while a human owns it.
+    assignee: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: When it last asked for a human (pending_human since), for the queue's order and the claim timeout.
+    waiting_since: Mapped[datetime | None] = mapped_column(nullable=True)
+    #: Bot answers in a row that could not be grounded (declined), for the automatic handoff.
+    ungrounded_streak: Mapped[int] = mapped_column(Integer, default=0)
+    #: Where the visitor was when the conversation started (widget), for agents and leads.
+    page_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     owner_mode: Mapped[str] = mapped_column(String(20), default="bot")  # types.OwnerMode
     title: Mapped[str] = mapped_column(String(300), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -180,6 +198,10 @@ class Message(Base):
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: An agent's note to colleagues: stored with the conversation, never shown to the visitor.
+    internal: Mapped[bool] = mapped_column(default=False)
+    #: Who wrote it when a person did (the agent's identity).
+    author: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
     citations: Mapped[list[CitationRow]] = relationship(
@@ -313,3 +335,123 @@ class FusionCalibrationRow(Base):
     sparse_sum: Mapped[float] = mapped_column(Float, default=0.0)
     dense_sum: Mapped[float] = mapped_column(Float, default=0.0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class HandoffEvent(Base):
+    """One move of a conversation between the bot and people, with why and by whom."""
+
+    __tablename__ = "handoff_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    from_mode: Mapped[str] = mapped_column(String(20))
+    to_mode: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(40))  # handoff.states.Reason
+    actor: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConversationEvent(Base):
+    """What a conversation's live stream carries (agent replies, system notes, mode changes, forms),
+    in order. The integer id is the SSE event id, so a client resumes with ``Last-Event-ID``; pub/sub only
+    wakes readers, the rows are the truth."""
+
+    __tablename__ = "conversation_events"
+    __table_args__ = (Index("ix_conversation_events_conversation_id", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: False for what only agents see (internal notes).
+    for_visitor: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lead(Base):
+    """A contact a visitor left: one per email per bot, updated without losing what was not resent."""
+
+    __tablename__ = "leads"
+    __table_args__ = (UniqueConstraint("bot_id", "email", name="uq_leads_bot_email"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    conversation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL"), nullable=True
+    )
+    visitor_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    phone: Mapped[str | None] = mapped_column(String(32), nullable=True)  # E.164
+    company: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    custom: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    consent_text: Mapped[str] = mapped_column(Text, default="")
+    consent_version: Mapped[str] = mapped_column(String(40), default="")
+    consented_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    page_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    utm: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Feedback(Base):
+    """A thumbs up or down on one bot answer, one per answer per visitor (changeable)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("message_id", "rater", name="uq_feedback_message_rater"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    rater: Mapped[str] = mapped_column(String(200))  # the visitor id, or "key:<prefix>" for an admin
+    rating: Mapped[str] = mapped_column(String(10))  # up | down
+    reason: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookSubscription(Base):
+    """Where a bot's events go. The secret signs deliveries (Standard Webhooks), so it is kept."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    secret: Mapped[str] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one subscription, written in the transaction of the change it reports
+    and sent by a worker until it succeeds or runs out of attempts. ``id`` is the ``webhook-id``."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    subscription_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    event_type: Mapped[str] = mapped_column(String(60))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -42,6 +42,7 @@ __all__ = [
     "add_message",
     "add_retrieval_log",
     "check_bot_id",
+    "count_messages",
     "create_conversation",
     "create_ingest_job",
     "delete_conversation",
@@ -58,6 +59,7 @@ __all__ = [
     "list_conversations",
     "list_messages",
     "list_unanswered",
+    "lock_conversation",
     "mark_source_synced",
     "record_unanswered",
     "require_conversation",
@@ -194,6 +196,7 @@ def create_conversation(
     title: str = "",
     owner_mode: OwnerMode | str = OwnerMode.BOT,
     visitor_id: str | None = None,
+    page_url: str | None = None,
 ) -> Conversation:
     ensure_bot(session, bot_id)
     conversation = Conversation(
@@ -201,6 +204,7 @@ def create_conversation(
         title=_fit(Conversation.title, title),
         owner_mode=OwnerMode(owner_mode).value,
         visitor_id=visitor_id,
+        page_url=page_url,
     )
     session.add(conversation)
     session.flush()
@@ -227,6 +231,32 @@ def list_conversations(
         query = query.where(Conversation.owner_mode == OwnerMode(owner_mode).value)
     query = query.order_by(Conversation.updated_at.desc(), Conversation.id).limit(limit)
     return list(session.scalars(query))
+
+
+def lock_conversation(session: Session, bot_id: str, conversation_id: str) -> Conversation:
+    """The conversation, locked until the caller's transaction ends, so its mode cannot change under
+    it: ``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the database write lock, taken by a no-op
+    ``UPDATE`` (SQLite has no row locks, and a plain read takes no lock at all)."""
+    if not (_is_storable(bot_id) and _is_storable(conversation_id)):
+        raise ConversationNotFoundError(conversation_id)
+    dialect = session.get_bind().dialect.name
+    query = select(Conversation).where(Conversation.id == conversation_id, Conversation.bot_id == bot_id)
+    if dialect == "sqlite":
+        touched = session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id, Conversation.bot_id == bot_id)
+            .values(owner_mode=Conversation.owner_mode)
+        )
+        if _rowcount(touched) == 0:
+            raise ConversationNotFoundError(conversation_id)
+        found = session.scalars(query.execution_options(populate_existing=True)).one_or_none()
+    else:
+        found = session.scalars(
+            query.with_for_update().execution_options(populate_existing=True)
+        ).one_or_none()
+    if found is None:
+        raise ConversationNotFoundError(conversation_id)
+    return found
 
 
 def set_owner_mode(
@@ -270,6 +300,8 @@ def add_message(
     standalone_query: str | None = None,
     model: str | None = None,
     latency_ms: float | None = None,
+    internal: bool = False,
+    author: str | None = None,
 ) -> Message:
     """Append a message with the next ``seq`` of its conversation.
 
@@ -304,6 +336,8 @@ def add_message(
         model=model,
         latency_ms=latency_ms,
         created_at=now,
+        internal=internal,
+        author=None if author is None else _fit(Message.author, author),
     )
     session.add(message)
     session.flush()
@@ -349,6 +383,19 @@ def update_message(
         message.latency_ms = latency_ms
     session.flush()
     return message
+
+
+def count_messages(
+    session: Session, bot_id: str, conversation_id: str, sender_type: SenderType | str | None = None
+) -> int:
+    query = (
+        select(func.count())
+        .select_from(Message)
+        .where(Message.bot_id == bot_id, Message.conversation_id == conversation_id)
+    )
+    if sender_type is not None:
+        query = query.where(Message.sender_type == SenderType(sender_type).value)
+    return int(session.scalar(query) or 0)
 
 
 def list_messages(session: Session, bot_id: str, conversation_id: str) -> list[Message]:

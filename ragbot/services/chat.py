@@ -23,16 +23,23 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from ragbot.config import Settings
+from ragbot.db import events as events_sql
 from ragbot.db import repositories as repo
+from ragbot.db.models import Conversation, Message
 from ragbot.db.session import session_scope
 from ragbot.generation.attribution import attribute_sources
 from ragbot.generation.base import ChatLLM, ChatMessage, LLMError, LLMStreamInterruptedError
 from ragbot.generation.citations import CitationStreamParser
 from ragbot.generation.condense import condense_question
 from ragbot.generation.prompts import PromptLibrary
+from ragbot.handoff.intent import asks_for_human
+from ragbot.handoff.service import Moved, message_event, move, offer_lead_form
+from ragbot.handoff.states import Action, Reason
+from ragbot.leads.form import ask_after_messages
 from ragbot.retrieval.retriever import Retriever
 from ragbot.tenancy.bots import BotProfile
 from ragbot.types import ChatEvent, Citation, EventType, Hit, MessageStatus, OwnerMode, SenderType
+from ragbot.webhooks.outbox import enqueue
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,10 @@ INTERNAL_ERROR = TurnFailedError.code
 #: What a client is told about an internal failure; the cause goes to the log only.
 INTERNAL_ERROR_MESSAGE = "the server failed while answering; your message is saved and you can ask again"
 CLIENT_DISCONNECTED = "the client disconnected before the answer was complete"
+#: ``status`` of a turn the bot did not answer because people own the conversation (or now do).
+FORWARDED = "forwarded"
+#: ``status`` of an answer a handoff overtook while it was generated: it was streamed, never stored.
+SUPERSEDED = "superseded"
 
 
 @dataclass
@@ -79,6 +90,7 @@ class TurnResult:
     citations: list[dict[str, Any]] = field(default_factory=list)
     standalone_query: str | None = None
     error: str | None = None
+    owner_mode: str = OwnerMode.BOT.value
 
 
 def citation_to_dict(c: Citation) -> dict[str, Any]:
@@ -174,6 +186,7 @@ class _Progress:
     status: MessageStatus = MessageStatus.COMPLETE
     error: str | None = None
     message_id: str | None = None  # the bot's message, once committed
+    superseded: bool = False  # a handoff overtook the answer: nothing of it is stored
 
     @property
     def answer(self) -> str:
@@ -219,7 +232,9 @@ class ChatService:
         llm_factory: Callable[[BotProfile], ChatLLM],
         prompts: PromptLibrary,
         settings: Settings,
+        publish: Callable[[str], None] | None = None,
     ) -> None:
+        self._publish = publish or (lambda _conversation_id: None)
         self._sessions = session_factory
         self._retriever = retriever
         self._llm_factory = llm_factory
@@ -251,6 +266,7 @@ class ChatService:
                     citations=event.data["citations"],
                     standalone_query=event.data.get("standalone_query"),
                     error=event.data.get("error"),
+                    owner_mode=event.data.get("owner_mode", OwnerMode.BOT.value),
                 )
         assert result is not None
         if result.status == MessageStatus.FAILED:
@@ -267,6 +283,7 @@ class ChatService:
         conversation_id: str | None = None,
         *,
         visitor_id: str | None = None,
+        page_url: str | None = None,
     ) -> Generator[ChatEvent, None, None]:
         """The turn as events. Closing it early (the client went away) stores what was generated so far.
 
@@ -274,32 +291,42 @@ class ChatService:
         not found), and a new one is started as theirs. The bot's settings are read now, per turn.
         """
         started = time.perf_counter()
+        moved: Moved | None = None
         with session_scope(self._sessions) as s:
             profile = BotProfile.of(repo.ensure_bot(s, bot_id), self._settings)
             if conversation_id is None:
-                conv = repo.create_conversation(s, bot_id, title=message[:120], visitor_id=visitor_id)
+                conv = repo.create_conversation(
+                    s, bot_id, title=message[:120], visitor_id=visitor_id, page_url=page_url
+                )
             else:
                 found = repo.get_conversation(s, bot_id, conversation_id)
                 if found is None or (visitor_id is not None and found.visitor_id != visitor_id):
                     raise ConversationNotFoundError(conversation_id)
-                conv = found
+                # the mode is read under the conversation's lock: a handoff cannot slip in between
+                conv = repo.lock_conversation(s, bot_id, conversation_id)
             history = repo.history(s, bot_id, conv.id)
             visitor = repo.add_message(s, bot_id, conv.id, SenderType.VISITOR, message)
-            conv_id, visitor_id, owner_mode = conv.id, visitor.id, conv.owner_mode
+            self._record_message(s, conv, visitor)
+            moved = self._visitor_moves(s, conv, profile, message)
+            conv_id, visitor_message_id, owner_mode = conv.id, visitor.id, conv.owner_mode
+        self._publish(conv_id)
 
-        yield ChatEvent(EventType.START, {"conversation_id": conv_id, "visitor_message_id": visitor_id})
+        yield ChatEvent(
+            EventType.START, {"conversation_id": conv_id, "visitor_message_id": visitor_message_id}
+        )
 
         if owner_mode != OwnerMode.BOT:
-            # A human owns the conversation: the bot stays silent and the message waits for the agent.
+            # People own the conversation: the bot stays silent; the message reached the agents' stream.
             yield ChatEvent(
                 EventType.DONE,
                 {
                     "conversation_id": conv_id,
-                    "message_id": visitor_id,
+                    "message_id": visitor_message_id,
                     "answer": "",
-                    "status": MessageStatus.COMPLETE.value,
+                    "status": FORWARDED,
                     "citations": [],
                     "owner_mode": owner_mode,
+                    "handoff_reason": moved.reason if moved else None,
                 },
             )
             return
@@ -317,7 +344,7 @@ class ChatService:
             yield from self._answer_steps(progress, profile, conv_id, question, history, started)
         except GeneratorExit:
             # Closed early: the client went away. Keep what was generated; nothing more can be sent.
-            if progress.message_id is None:
+            if progress.message_id is None and not progress.superseded:
                 if progress.status is MessageStatus.COMPLETE:
                     progress.status, progress.error = MessageStatus.PARTIAL, CLIENT_DISCONNECTED
                 log.info("client disconnected from conversation %s mid-answer", conv_id)
@@ -345,6 +372,9 @@ class ChatService:
                         s, bot_id, progress.message_id, status=progress.status, error=progress.error
                     )
                     return progress.message_id
+                if repo.lock_conversation(s, bot_id, conv_id).owner_mode != OwnerMode.BOT:
+                    progress.superseded = True  # people took over: the bot's text is not their reply
+                    return None
                 bot_msg = repo.add_message(
                     s,
                     bot_id,
@@ -444,27 +474,45 @@ class ChatService:
         citations = build_citations(sources, cited) if status is not MessageStatus.FAILED else []
         cited_out = [citation_to_dict(c) for c in citations]  # before storing: a failure here loses nothing
         latency_ms = (time.perf_counter() - started) * 1000
+        moved: Moved | None = None
         with session_scope(self._sessions) as s:
-            bot_msg = repo.add_message(
-                s,
-                bot_id,
-                conv_id,
-                SenderType.BOT,
-                answer,
-                status=status,
-                error=error,
-                standalone_query=standalone,
-                model=_answering_model(llm, profile.llm_model),
-                latency_ms=latency_ms,
-            )
-            repo.add_citations(s, bot_id, bot_msg.id, citations)
-            repo.add_retrieval_log(s, bot_id, bot_msg.id, standalone, hits, {c.chunk.id for c in citations})
-            message_id = bot_msg.id
-        progress.message_id = message_id
+            # Under the conversation's lock: a handoff that landed while this answer was generated wins,
+            # and the answer is not stored as the bot's reply.
+            conv = repo.lock_conversation(s, bot_id, conv_id)
+            if conv.owner_mode == OwnerMode.BOT:
+                bot_msg = repo.add_message(
+                    s,
+                    bot_id,
+                    conv_id,
+                    SenderType.BOT,
+                    answer,
+                    status=status,
+                    error=error,
+                    standalone_query=standalone,
+                    model=_answering_model(llm, profile.llm_model),
+                    latency_ms=latency_ms,
+                )
+                repo.add_citations(s, bot_id, bot_msg.id, citations)
+                repo.add_retrieval_log(
+                    s, bot_id, bot_msg.id, standalone, hits, {c.chunk.id for c in citations}
+                )
+                self._record_message(s, conv, bot_msg)
+                grounded = status is MessageStatus.COMPLETE and bool(citations)
+                moved = self._after_answer(
+                    s, conv, profile, grounded=grounded, failed=status is MessageStatus.FAILED
+                )
+                progress.message_id = bot_msg.id
+            owner_mode = conv.owner_mode
+        self._publish(conv_id)
+        if progress.message_id is None:
+            progress.superseded = True
+            yield from _superseded(conv_id, owner_mode)
+            return
+        message_id = progress.message_id
 
         for c in cited_out:
             yield ChatEvent(EventType.CITATION, c)
-        if error is not None:
+        if error is not None and moved is None:
             code = LLM_STREAM_INTERRUPTED if status is MessageStatus.PARTIAL else LLM_UNAVAILABLE
             yield error_event(code, error, status, message_id)
         yield ChatEvent(
@@ -473,13 +521,58 @@ class ChatService:
                 "conversation_id": conv_id,
                 "message_id": message_id,
                 "answer": answer,
-                "status": status.value,
+                "status": FORWARDED if moved is not None and status is MessageStatus.FAILED else status.value,
                 "citations": cited_out,
                 "standalone_query": standalone,
                 "error": error,
                 "latency_ms": round(latency_ms, 1),
+                "owner_mode": owner_mode,
+                "handoff_reason": moved.reason if moved else None,
             },
         )
+
+    # ------------------------------------------------------------------ handoff hooks
+    def _record_message(self, session: Session, conv: Conversation, message: Message) -> None:
+        """Every message reaches the conversation's live stream (agents watch it) and the webhooks."""
+        data = message_event(message)
+        events_sql.add_event(session, conv.bot_id, conv.id, "message", data)
+        enqueue(session, conv.bot_id, "message.created", {"conversation_id": conv.id, "message": data})
+
+    def _visitor_moves(
+        self, session: Session, conv: Conversation, profile: BotProfile, message: str
+    ) -> Moved | None:
+        """What the visitor's message changes before any model runs: writing in a resolved conversation
+        reopens it for people; asking for a person in words hands it over; the lead form may be due."""
+        if conv.owner_mode == OwnerMode.RESOLVED:
+            return move(session, conv, Action.REQUEST, reason=Reason.VISITOR_MESSAGE, actor="visitor")
+        if conv.owner_mode != OwnerMode.BOT:
+            return None
+        if profile.handoff_enabled and asks_for_human(message):
+            return move(session, conv, Action.REQUEST, reason=Reason.VISITOR_WORDS, actor="visitor")
+        due = ask_after_messages(profile.lead_form)
+        if due is not None and profile.lead_form is not None:
+            sent = repo.count_messages(session, conv.bot_id, conv.id, SenderType.VISITOR)
+            if sent == due:
+                offer_lead_form(session, conv, profile.lead_form, f"after_messages:{due}")
+        return None
+
+    def _after_answer(
+        self, session: Session, conv: Conversation, profile: BotProfile, *, grounded: bool, failed: bool
+    ) -> Moved | None:
+        """Hand over when the model is down (if the bot says so) or after N answers in a row the bot
+        could not ground; a grounded answer resets the count."""
+        if failed:
+            if profile.handoff_enabled and profile.handoff_on_llm_outage:
+                return move(session, conv, Action.REQUEST, reason=Reason.LLM_OUTAGE, actor="bot")
+            return None
+        if grounded:
+            conv.ungrounded_streak = 0
+            return None
+        conv.ungrounded_streak = (conv.ungrounded_streak or 0) + 1
+        limit = profile.handoff_after_ungrounded
+        if profile.handoff_enabled and limit and conv.ungrounded_streak >= limit:
+            return move(session, conv, Action.REQUEST, reason=Reason.UNGROUNDED, actor="bot")
+        return None
 
     def _refuse(
         self,
@@ -495,31 +588,58 @@ class ChatService:
         bot_id = profile.id
         text = profile.decline_message.strip() or self._prompts.refusal_text(profile.persona)
         top_score = hits[0].dense_score if hits else None
+        moved: Moved | None = None
         with session_scope(self._sessions) as s:
-            bot_msg = repo.add_message(
-                s,
-                bot_id,
-                conv_id,
-                SenderType.BOT,
-                text,
-                status=MessageStatus.REFUSED,
-                standalone_query=standalone,
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
-            repo.add_retrieval_log(s, bot_id, bot_msg.id, standalone, hits, set())
-            repo.record_unanswered(s, bot_id, conv_id, bot_msg.id, question, top_score)
-            message_id = bot_msg.id
-        progress.message_id = message_id
+            conv = repo.lock_conversation(s, bot_id, conv_id)
+            if conv.owner_mode == OwnerMode.BOT:
+                bot_msg = repo.add_message(
+                    s,
+                    bot_id,
+                    conv_id,
+                    SenderType.BOT,
+                    text,
+                    status=MessageStatus.REFUSED,
+                    standalone_query=standalone,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                )
+                repo.add_retrieval_log(s, bot_id, bot_msg.id, standalone, hits, set())
+                repo.record_unanswered(s, bot_id, conv_id, bot_msg.id, question, top_score)
+                self._record_message(s, conv, bot_msg)
+                moved = self._after_answer(s, conv, profile, grounded=False, failed=False)
+                progress.message_id = bot_msg.id
+            owner_mode = conv.owner_mode
+        self._publish(conv_id)
+        if progress.message_id is None:
+            progress.superseded = True
+            yield from _superseded(conv_id, owner_mode)
+            return
         yield progress.delta(text)
         yield ChatEvent(
             EventType.DONE,
             {
                 "conversation_id": conv_id,
-                "message_id": message_id,
+                "message_id": progress.message_id,
                 "answer": text,
                 "status": MessageStatus.REFUSED.value,
                 "citations": [],
                 "standalone_query": standalone,
-                "handoff_offered": True,
+                "handoff_offered": profile.handoff_enabled,
+                "owner_mode": owner_mode,
+                "handoff_reason": moved.reason if moved else None,
             },
         )
+
+
+def _superseded(conv_id: str, owner_mode: str) -> Iterator[ChatEvent]:
+    """The end of a turn whose answer a handoff overtook: nothing was stored as the bot's reply."""
+    yield ChatEvent(
+        EventType.DONE,
+        {
+            "conversation_id": conv_id,
+            "message_id": None,
+            "answer": "",
+            "status": SUPERSEDED,
+            "citations": [],
+            "owner_mode": owner_mode,
+        },
+    )

@@ -20,6 +20,8 @@ from ragbot.db import bots as bots_sql
 from ragbot.db import repositories as repo
 from ragbot.db.models import Bot, utcnow
 from ragbot.db.session import session_scope
+from ragbot.handoff.hours import InvalidOfficeHoursError, check_office_hours
+from ragbot.leads.form import LeadForm
 from ragbot.tenancy.keys import new_public_key
 from ragbot.tenancy.origins import InvalidOriginError, normalize_origins
 
@@ -72,18 +74,45 @@ class BotChanges(BaseModel):
     rate_visitor_per_minute: int | None = Field(default=None, ge=0, description="0: unlimited.")
     rate_ip_per_minute: int | None = Field(default=None, ge=0, description="0: unlimited.")
     daily_message_budget: int | None = Field(default=None, ge=0, description="0: unlimited.")
+    handoff_enabled: bool | None = Field(default=None, description="Visitors can reach a person.")
+    handoff_after_ungrounded: int | None = Field(
+        default=None, ge=0, le=20, description="Hand over after N answers in a row the bot could not ground."
+    )
+    handoff_after_thumbs_down: int | None = Field(
+        default=None, ge=0, le=20, description="Hand over after N thumbs-down in a row; 0: never."
+    )
+    handoff_on_llm_outage: bool | None = Field(
+        default=None, description="Queue for a person instead of failing when the LLM is down."
+    )
+    agent_claim_timeout_s: int | None = Field(
+        default=None, ge=10, le=86400, description="Offer the lead form when no agent claims in time."
+    )
+    office_hours: dict[str, Any] | None = Field(
+        default=None, description='{"timezone": "Europe/Berlin", "days": {"mon": ["09:00", "17:00"]}}'
+    )
+    lead_form: LeadForm | None = Field(default=None, description="Contact form; null: none.")
+
+    @field_validator("office_hours")
+    @classmethod
+    def _hours(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        try:
+            return check_office_hours(value)
+        except InvalidOfficeHoursError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("accent_color")
     @classmethod
     def _accent(cls, value: str | None) -> str | None:
-        if value is not None and not _ACCENT.match(value):
+        if value is not None and not _ACCENT.fullmatch(value):
             raise ValueError("accent_color must be #rgb or #rrggbb")
         return value.lower() if value else value
 
     @field_validator("language_policy")
     @classmethod
     def _language(cls, value: str | None) -> str | None:
-        if value is not None and not _LANGUAGE.match(value):
+        if value is not None and not _LANGUAGE.fullmatch(value):
             raise ValueError("language_policy must be 'match' or a lower-case ISO 639 code such as 'de'")
         return value
 
@@ -110,6 +139,8 @@ class BotChanges(BaseModel):
 
 #: Fields whose ``null`` means "the deployment's default" (the rest fall back to an empty value).
 _NULLABLE = {
+    "office_hours",
+    "lead_form",
     "llm_model",
     "llm_fallbacks",
     "min_relevance",
@@ -126,6 +157,11 @@ _EMPTY: dict[str, Any] = {
     "decline_message": "",
     "language_policy": "match",
     "allowed_origins": [],
+    "handoff_enabled": True,
+    "handoff_after_ungrounded": 0,
+    "handoff_after_thumbs_down": 0,
+    "handoff_on_llm_outage": False,
+    "agent_claim_timeout_s": 300,
 }
 
 
@@ -150,6 +186,13 @@ class BotProfile:
     rate_visitor_per_minute: int
     rate_ip_per_minute: int
     daily_message_budget: int
+    handoff_enabled: bool = True
+    handoff_after_ungrounded: int = 0
+    handoff_after_thumbs_down: int = 0
+    handoff_on_llm_outage: bool = False
+    agent_claim_timeout_s: int = 300
+    office_hours: dict[str, Any] | None = None
+    lead_form: LeadForm | None = None
 
     @classmethod
     def of(cls, bot: Bot, settings: Settings) -> BotProfile:
@@ -174,6 +217,13 @@ class BotProfile:
             rate_visitor_per_minute=pick(bot.rate_visitor_per_minute, settings.rate_visitor_per_minute),
             rate_ip_per_minute=pick(bot.rate_ip_per_minute, settings.rate_ip_per_minute),
             daily_message_budget=pick(bot.daily_message_budget, settings.daily_message_budget),
+            handoff_enabled=pick(bot.handoff_enabled, True),
+            handoff_after_ungrounded=pick(bot.handoff_after_ungrounded, 0),
+            handoff_after_thumbs_down=pick(bot.handoff_after_thumbs_down, 0),
+            handoff_on_llm_outage=pick(bot.handoff_on_llm_outage, False),
+            agent_claim_timeout_s=pick(bot.agent_claim_timeout_s, 300),
+            office_hours=bot.office_hours,
+            lead_form=LeadForm.model_validate(bot.lead_form) if bot.lead_form else None,
         )
 
     @classmethod
@@ -202,6 +252,13 @@ def bot_to_dict(bot: Bot) -> dict[str, Any]:
         "rate_visitor_per_minute": bot.rate_visitor_per_minute,
         "rate_ip_per_minute": bot.rate_ip_per_minute,
         "daily_message_budget": bot.daily_message_budget,
+        "handoff_enabled": bot.handoff_enabled,
+        "handoff_after_ungrounded": bot.handoff_after_ungrounded,
+        "handoff_after_thumbs_down": bot.handoff_after_thumbs_down,
+        "handoff_on_llm_outage": bot.handoff_on_llm_outage,
+        "agent_claim_timeout_s": bot.agent_claim_timeout_s,
+        "office_hours": bot.office_hours,
+        "lead_form": bot.lead_form,
         "created_at": bot.created_at,
         "updated_at": bot.updated_at,
         "updated_by": bot.updated_by,
@@ -326,6 +383,8 @@ class BotService:
     def _checked(self, changes: BotChanges) -> dict[str, Any]:
         """The fields the caller set, after the deployment's own rules (which models are allowed)."""
         values = {f: getattr(changes, f) for f in changes.model_fields_set}
+        if isinstance(values.get("lead_form"), LeadForm):
+            values["lead_form"] = values["lead_form"].model_dump()
         allowed = self.allowed_models()
         for model in [values.get("llm_model"), *(values.get("llm_fallbacks") or [])]:
             if model is not None and model not in allowed:

@@ -7,12 +7,14 @@ subdomain of a site (not the site itself: list it too). An empty allowlist allow
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 __all__ = ["InvalidOriginError", "is_allowed", "normalize_origin", "normalize_origins"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
 class InvalidOriginError(ValueError):
@@ -33,14 +35,31 @@ def normalize_origin(value: str, *, allow_wildcard: bool = False) -> str:
     host = (parts.hostname or "").lower().rstrip(".")
     if not host or parts.username or parts.password:
         raise InvalidOriginError(f"{value!r} has no host (or carries credentials)")
-    wildcard_ok = allow_wildcard and host.startswith("*.") and "*" not in host[2:] and "." in host[2:]
-    if "*" in host and not wildcard_ok:
-        raise InvalidOriginError(f"{value!r}: a wildcard is only allowed as '*.example.com'")
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
+    host = _canonical_host(value, host, parts.netloc, allow_wildcard=allow_wildcard)
     if port is not None and port != _DEFAULT_PORTS[scheme]:
         return f"{scheme}://{host}:{port}"
     return f"{scheme}://{host}"
+
+
+def _canonical_host(value: str, host: str, netloc: str, *, allow_wildcard: bool) -> str:
+    """The host as browsers write it in ``Origin`` (IDNA, brackets around IPv6), or an error for what no
+    browser sends: a typo such as a comma-separated list must fail, not become an entry that never matches.
+    A wildcard must cover a registrable-looking domain (``*.example.com``), not a TLD or an IP range."""
+    if ":" in host:  # IPv6 literal, checked by urlsplit; anything before the bracket would be dropped
+        if not netloc.startswith("["):
+            raise InvalidOriginError(f"{value!r} is not a valid origin")
+        return f"[{host}]"
+    wildcard = host.startswith("*.")
+    name = host[2:] if wildcard else host
+    try:
+        labels = name.encode("idna").decode("ascii").split(".")
+    except UnicodeError:
+        labels = [""]
+    if "*" in name or (wildcard and (not allow_wildcard or len(labels) < 2 or labels[-1].isdigit())):
+        raise InvalidOriginError(f"{value!r}: a wildcard is only allowed as '*.example.com'")
+    if not all(_LABEL.fullmatch(label) for label in labels):
+        raise InvalidOriginError(f"{value!r}: {host!r} is not a valid host name")
+    return ("*." if wildcard else "") + ".".join(labels)
 
 
 def normalize_origins(values: Iterable[str]) -> list[str]:

@@ -84,7 +84,7 @@ def driver() -> Iterator[Any]:
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def end_headers(self) -> None:
@@ -94,12 +94,13 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def serve_dir() -> Iterator[Callable[[Path], str]]:
-    """``serve_dir(directory) -> "http://127.0.0.1:PORT"``: a static host site on its own loopback port."""
+    """``serve_dir(directory, port=0) -> "http://127.0.0.1:PORT"``: a static host site on a loopback port
+    of its own (``port=0``: any free one; give one when it must match an allowed origin)."""
     servers: list[ThreadingHTTPServer] = []
 
-    def serve(directory: Path) -> str:
+    def serve(directory: Path, port: int = 0) -> str:
         handler = functools.partial(_QuietHandler, directory=str(directory))
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="host-site", daemon=True).start()
         servers.append(server)

@@ -95,9 +95,9 @@
   var sessionPromise = null;
   function session(force) {
     if (!sessionPromise || force) {
-      sessionPromise = startSession();
-      sessionPromise.catch(function () {
-        sessionPromise = null; // the next attempt tries again
+      var p = (sessionPromise = startSession());
+      p.catch(function () {
+        if (sessionPromise === p) sessionPromise = null; // the next attempt tries again
       });
     }
     return sessionPromise;
@@ -387,13 +387,20 @@
 
   var host = document.createElement("ragbot-widget");
   host.id = "ragbot-widget";
-  // Inline !important styles beat the host page's stylesheets, even their !important rules.
-  host.setAttribute(
-    "style",
-    "all:initial!important;" + (INLINE ? "display:block!important;width:100%!important;height:100%!important" : "")
-  );
+  // Inline !important styles beat the host page's stylesheets, even their !important rules. Set through
+  // the CSSOM (and the shadow styles adopted as a constructed sheet) so a strict host-page CSP allows them.
+  host.style.setProperty("all", "initial", "important");
+  if (INLINE) ["display:block", "width:100%", "height:100%"].forEach(function (d) {
+    host.style.setProperty(d.split(":")[0], d.split(":")[1], "important");
+  });
   var shadow = host.attachShadow({ mode: "open" });
-  shadow.appendChild(el("style", null, CSS));
+  try {
+    var sheet = new CSSStyleSheet();
+    sheet.replaceSync(CSS);
+    shadow.adoptedStyleSheets = [sheet];
+  } catch (e) {
+    shadow.appendChild(el("style", null, CSS));
+  }
   var root = shadow.appendChild(el("div", INLINE ? "rb inline" : "rb"));
 
   var launcher = el("button", "launcher", null, {
@@ -433,6 +440,7 @@
 
   var bot = { features: {} };
   var busy = false;
+  var ready = Promise.resolve(); // the session and the stored conversation, before a new message
 
   function applyBot(b) {
     bot = b;
@@ -618,6 +626,7 @@
       ask(text, true);
     };
     try {
+      await ready;
       var res;
       try {
         res = await postChat(text);
@@ -689,6 +698,7 @@
     var data = await res.json();
     (data.messages || []).forEach(function (msg) {
       var sender = ["visitor", "bot", "agent", "system"].indexOf(msg.sender_type) >= 0 ? msg.sender_type : "bot";
+      if (!msg.content && !(msg.citations || []).length) return; // e.g. an answer that failed before a word
       var m = addMessage(sender, String(msg.content || ""));
       if (m.body) {
         m.id = msg.id;
@@ -700,7 +710,7 @@
   }
 
   function boot() {
-    session()
+    ready = session()
       .then(loadHistory)
       .catch(function (e) {
         showError(e instanceof Failure ? e : new Failure("The assistant is unavailable right now.", true), boot);

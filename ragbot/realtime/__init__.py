@@ -1,0 +1,1 @@
+"""Live delivery of conversation events to waiting streams, in one process or across many."""

@@ -1,0 +1,1 @@
+"""Webhooks out: subscriptions, a transactional outbox, Standard Webhooks signing, a delivery worker."""
