@@ -15,8 +15,9 @@ from fastapi.routing import APIRoute
 from ragbot import __version__
 from ragbot.api.errors import error_response, install_error_handlers
 from ragbot.api.limits import BodySizeLimitMiddleware
-from ragbot.api.routes import bots, chat, conversations, health, keys, sources
+from ragbot.api.routes import agent, bots, chat, conversations, handoff, health, keys, sources
 from ragbot.config import Settings, get_settings
+from ragbot.handoff.inbox import routes as inbox_routes
 from ragbot.runtime import Runtime
 from ragbot.widget import routes as widget_routes
 from ragbot.widget.cors import WidgetCorsMiddleware
@@ -83,7 +84,10 @@ def create_app(
     app.include_router(sources.router)
     app.include_router(bots.router)
     app.include_router(keys.router)
+    app.include_router(handoff.router)
+    app.include_router(agent.router)
     app.include_router(widget_routes.router)
+    app.include_router(inbox_routes.router)
     return app
 
 

@@ -44,6 +44,11 @@ class ChatRequest(BaseModel):
     message: str = Field(min_length=1, description="The visitor's message.")
     conversation_id: str | None = None
     stream: bool = False
+    page_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="The page the visitor is on (kept with a new conversation).",
+    )
     bot_id: str | None = Field(
         default=None,
         description=(
@@ -55,9 +60,12 @@ class ChatRequest(BaseModel):
 
 class ChatResponse(BaseModel):
     conversation_id: str
-    message_id: str
+    message_id: str | None = Field(description="The bot's message; the visitor's when forwarded to people.")
     answer: str
-    status: str
+    status: str = Field(
+        description="complete | partial | refused | forwarded (people own the conversation) | superseded"
+    )
+    owner_mode: str = "bot"
     citations: list[CitationOut]
     standalone_query: str | None = None
 
@@ -66,6 +74,7 @@ class MessageOut(BaseModel):
     id: str
     seq: int
     sender_type: str
+    author: str | None = None
     content: str
     status: str
     error: str | None = None
@@ -80,6 +89,7 @@ class ConversationOut(BaseModel):
     owner_mode: str
     title: str
     created_at: datetime
+    last_event_id: int = Field(default=0, description="Resume the live events after this id.")
     messages: list[MessageOut]
 
 
@@ -187,7 +197,7 @@ class WidgetSessionRequest(BaseModel):
 
 
 class WidgetFeatures(BaseModel):
-    feedback: bool = False
+    feedback: bool = True
     handoff: bool = False
     lead_form: bool = False
 
@@ -200,6 +210,10 @@ class WidgetBotOut(BaseModel):
     starter_questions: list[str]
     accent_color: str
     features: WidgetFeatures = Field(default_factory=WidgetFeatures)
+    lead_form: dict[str, Any] | None = Field(
+        default=None, description="The contact form, when the bot has one (shown when the server says so)."
+    )
+    ask_lead_before_chat: bool = False
 
 
 class WidgetSessionOut(BaseModel):

@@ -320,6 +320,7 @@ class HandoffService:
             )
             return {
                 **_conversation_summary(conv),
+                "last_event_id": events_sql.last_event_id(s, bot_id, conversation_id),
                 "messages": [
                     {
                         **message_to_dict(m),

@@ -41,6 +41,11 @@ class LeadForm(BaseModel):
         description="before_chat | on_handoff | no_agent | after_messages:N",
     )
     title: str = Field(default="Leave your details and we'll get back to you", max_length=200)
+    phone_region: str = Field(
+        default="",
+        max_length=2,
+        description="ISO 3166 alpha-2 region (e.g. DE) for phone numbers written without +country code",
+    )
 
     @field_validator("ask")
     @classmethod
@@ -48,6 +53,16 @@ class LeadForm(BaseModel):
         for item in value:
             if not _ASK.match(item):
                 raise ValueError(f"ask {item!r}: use before_chat, on_handoff, no_agent or after_messages:N")
+        return value
+
+    @field_validator("phone_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        import phonenumbers  # lazily: most processes read forms without ever checking a region
+
+        value = value.strip().upper()
+        if value and value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"phone_region {value!r}: use an ISO 3166 alpha-2 code such as DE or US")
         return value
 
     @model_validator(mode="after")

@@ -84,7 +84,7 @@ SUPERSEDED = "superseded"
 @dataclass
 class TurnResult:
     conversation_id: str
-    message_id: str
+    message_id: str | None
     answer: str
     status: str
     citations: list[dict[str, Any]] = field(default_factory=list)
@@ -249,12 +249,13 @@ class ChatService:
         conversation_id: str | None = None,
         *,
         visitor_id: str | None = None,
+        page_url: str | None = None,
     ) -> TurnResult:
         """Blocking form of a turn; raises ``AnswerFailedError`` when no answer could be produced
         (``TurnFailedError`` when the cause was not the LLM)."""
         result: TurnResult | None = None
         error_code: str | None = None
-        for event in self.stream(bot_id, message, conversation_id, visitor_id=visitor_id):
+        for event in self.stream(bot_id, message, conversation_id, visitor_id=visitor_id, page_url=page_url):
             if event.type is EventType.ERROR:
                 error_code = event.data.get("code")
             elif event.type is EventType.DONE:

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from ragbot.db import events as events_sql
 from ragbot.db import repositories as repo
 from ragbot.db.models import CitationRow, Message
 from ragbot.db.session import session_scope
@@ -33,6 +34,7 @@ def message_to_dict(m: Message) -> dict[str, Any]:
         "id": m.id,
         "seq": m.seq,
         "sender_type": m.sender_type,
+        "author": m.author if m.sender_type == "agent" else None,
         "content": m.content,
         "status": m.status,
         "error": m.error,
@@ -51,6 +53,9 @@ def get_conversation(
         if conv is None or (visitor_id is not None and conv.visitor_id != visitor_id):
             return None
         messages = repo.list_messages(s, bot_id, conversation_id)
+        if visitor_id is not None:  # agents' internal notes never reach the visitor
+            messages = [m for m in messages if not m.internal]
+        last_event = events_sql.last_event_id(s, bot_id, conversation_id)
         return {
             "id": conv.id,
             "bot_id": conv.bot_id,
@@ -58,5 +63,6 @@ def get_conversation(
             "owner_mode": conv.owner_mode,
             "title": conv.title,
             "created_at": conv.created_at,
+            "last_event_id": last_event,
             "messages": [message_to_dict(m) for m in messages],
         }

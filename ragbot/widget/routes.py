@@ -18,7 +18,13 @@ from starlette.concurrency import run_in_threadpool
 
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
-from ragbot.api.schemas import ErrorOut, WidgetBotOut, WidgetSessionOut, WidgetSessionRequest
+from ragbot.api.schemas import (
+    ErrorOut,
+    WidgetBotOut,
+    WidgetFeatures,
+    WidgetSessionOut,
+    WidgetSessionRequest,
+)
 from ragbot.runtime import Runtime
 from ragbot.tenancy.bots import BotProfile
 from ragbot.tenancy.deps import check_visitor_origin
@@ -124,6 +130,11 @@ def _open_session(request: Request, body: WidgetSessionRequest, runtime: Runtime
             welcome_message=profile.welcome_message,
             starter_questions=list(profile.starter_questions),
             accent_color=profile.accent_color,
+            features=WidgetFeatures(
+                feedback=True, handoff=profile.handoff_enabled, lead_form=profile.lead_form is not None
+            ),
+            lead_form=profile.lead_form.model_dump() if profile.lead_form else None,
+            ask_lead_before_chat=bool(profile.lead_form and profile.lead_form.asks("before_chat")),
         ),
     }
 

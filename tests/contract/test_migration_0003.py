@@ -20,7 +20,7 @@ from sqlalchemy import Engine, inspect
 from ragbot.config import Settings
 from ragbot.db.models import Bot, Conversation, Message, UTCDateTime
 from ragbot.db.session import alembic_config, make_engine, make_session_factory, session_scope
-from ragbot.tenancy.bots import BotProfile, BotService
+from ragbot.tenancy.bots import BotService
 
 pytestmark = pytest.mark.integration
 
@@ -148,8 +148,20 @@ def _assert_0002_rows_kept(engine: Engine) -> None:
         )
 
 
-def _assert_upgraded(engine: Engine) -> None:
-    """Old rows read through today's models, with the defaults filled in."""
+def _assert_defaults(engine: Engine) -> None:
+    """The columns 0003 added, read by reflection (today's models may describe later revisions too)."""
+    meta = sa.MetaData()
+    bots = sa.Table("bots", meta, autoload_with=engine)
+    conversations = sa.Table("conversations", meta, autoload_with=engine)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(bots).order_by(bots.c.id)).mappings().all()
+        assert [{field: row[field] for field in DEFAULTS} for row in rows] == [DEFAULTS, DEFAULTS]
+        visitor = connection.execute(sa.select(conversations.c.visitor_id)).scalar_one()
+        assert visitor is None
+
+
+def _assert_read_by_the_models(engine: Engine) -> None:
+    """At head, old rows read through today's models with the defaults filled in."""
     sessions = make_session_factory(engine)
     with session_scope(sessions) as s:
         for bot_id in OLD_BOTS:
@@ -159,7 +171,11 @@ def _assert_upgraded(engine: Engine) -> None:
             assert {field: getattr(bot, field) for field in DEFAULTS} == DEFAULTS
         conversation = s.get(Conversation, CONVERSATION)
         assert conversation is not None
-        assert (conversation.bot_id, conversation.title, conversation.visitor_id) == (OLD_BOTS[0], "pricing", None)
+        assert (conversation.bot_id, conversation.title, conversation.visitor_id) == (
+            OLD_BOTS[0],
+            "pricing",
+            None,
+        )
         assert [m.id for m in conversation.messages] == [MESSAGE]
         assert s.get(Message, MESSAGE) is not None
 
@@ -169,7 +185,7 @@ def test_0003_keeps_bots_and_conversations_and_gives_old_bots_defaults(engine: E
     command.upgrade(alembic_config(engine), "0003")
     assert _revision(engine) == "0003"
     _assert_0002_rows_kept(engine)
-    _assert_upgraded(engine)
+    _assert_defaults(engine)
     tables = set(inspect(engine).get_table_names())
     assert {"api_keys", "bot_audit"} <= tables
 
@@ -193,7 +209,8 @@ def test_an_upgraded_database_serves_old_bots_at_head(engine: Engine) -> None:
     _seed_0002(engine)
     command.upgrade(alembic_config(engine), "head")
     _assert_0002_rows_kept(engine)
-    _assert_upgraded(engine)
+    _assert_defaults(engine)
+    _assert_read_by_the_models(engine)
 
     settings = Settings(persona="", llm_model="openai/deployment-model", min_relevance=0.25)
     service = BotService(make_session_factory(engine), settings)
@@ -209,9 +226,9 @@ def test_an_upgraded_database_serves_old_bots_at_head(engine: Engine) -> None:
     ensured = service.ensure(OLD_BOTS[0], actor="test")
     assert ensured["public_key"].startswith("pk_")
     assert [e["action"] for e in service.audit(OLD_BOTS[0])] == ["rotate_key"]
-    assert service.get(OLD_BOTS[1])["public_key"] is None  # type: ignore[index]
+    untouched = service.get(OLD_BOTS[1])
+    assert untouched is not None and untouched["public_key"] is None
 
     new = service.create("New bot", actor="test")
     assert new["public_key"] != ensured["public_key"]
     assert [b["id"] for b in service.list_bots()] == [*OLD_BOTS, new["id"]]
-    assert isinstance(BotProfile.of, object)

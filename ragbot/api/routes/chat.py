@@ -144,14 +144,18 @@ def chat(
     service = runtime.chat_service
     if not body.stream:
         try:
-            result = service.ask(profile.id, message, body.conversation_id, visitor_id=visitor_id)
+            result = service.ask(
+                profile.id, message, body.conversation_id, visitor_id=visitor_id, page_url=body.page_url
+            )
         except TurnFailedError as exc:  # not the LLM: the index or the database (the cause is logged)
             raise ApiError(
                 500, exc.code, str(exc), conversation_id=exc.conversation_id, message_id=exc.message_id
             ) from exc
         return ChatResponse.model_validate(result, from_attributes=True)
 
-    events = service.stream(profile.id, message, body.conversation_id, visitor_id=visitor_id)
+    events = service.stream(
+        profile.id, message, body.conversation_id, visitor_id=visitor_id, page_url=body.page_url
+    )
     first = next(events)  # runs the lookup now, so an unknown conversation is a 404, not a broken stream
 
     return StreamingResponse(
