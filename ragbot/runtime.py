@@ -16,10 +16,12 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from ragbot.encoders.base import DenseEncoder, SparseEncoder
+    from ragbot.feedback.service import FeedbackService
     from ragbot.generation.base import ChatLLM
     from ragbot.generation.prompts import PromptLibrary
     from ragbot.handoff.service import HandoffService
     from ragbot.index.base import VectorIndex
+    from ragbot.leads.service import LeadService
     from ragbot.realtime.bus import EventBus
     from ragbot.retrieval.calibration import FusionCalibration
     from ragbot.retrieval.retriever import Retriever
@@ -231,6 +233,18 @@ class Runtime:
         from ragbot.handoff.service import HandoffService
 
         return HandoffService(self.session_factory, self.publish)
+
+    @cached_property
+    def leads(self) -> LeadService:
+        from ragbot.leads.service import LeadService
+
+        return LeadService(self.session_factory, self.publish)
+
+    @cached_property
+    def feedback(self) -> FeedbackService:
+        from ragbot.feedback.service import FeedbackService
+
+        return FeedbackService(self.session_factory, lambda: self.handoff)
 
     @cached_property
     def jobs(self) -> IngestJobs:

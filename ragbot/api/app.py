@@ -15,7 +15,18 @@ from fastapi.routing import APIRoute
 from ragbot import __version__
 from ragbot.api.errors import error_response, install_error_handlers
 from ragbot.api.limits import BodySizeLimitMiddleware
-from ragbot.api.routes import agent, bots, chat, conversations, handoff, health, keys, sources
+from ragbot.api.routes import (
+    agent,
+    bots,
+    chat,
+    conversations,
+    feedback,
+    handoff,
+    health,
+    keys,
+    leads,
+    sources,
+)
 from ragbot.config import Settings, get_settings
 from ragbot.handoff.inbox import routes as inbox_routes
 from ragbot.runtime import Runtime
@@ -86,6 +97,8 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(handoff.router)
     app.include_router(agent.router)
+    app.include_router(leads.router)
+    app.include_router(feedback.router)
     app.include_router(widget_routes.router)
     app.include_router(inbox_routes.router)
     return app

@@ -235,9 +235,9 @@ class LeadService:
 
     def export_csv(self, bot_id: str) -> Iterator[str]:
         """The bot's contacts as CSV text, header first, a page of rows per chunk."""
-        columns = self.csv_columns(bot_id)
+        columns = self.csv_columns(bot_id)  # a generator: nothing runs until the first chunk is read
         rows = (_csv_row(lead) for lead in self.iter_all(bot_id))
-        return csv_chunks(columns, rows, trusted=("phone",))
+        yield from csv_chunks(columns, rows, trusted=("phone",))
 
 
 def _csv_row(lead: Mapping[str, Any]) -> dict[str, Any]:

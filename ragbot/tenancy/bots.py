@@ -102,6 +102,13 @@ class BotChanges(BaseModel):
         except InvalidOfficeHoursError as exc:
             raise ValueError(str(exc)) from None
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("name must not be blank")
+        return value.strip() if value is not None else None
+
     @field_validator("accent_color")
     @classmethod
     def _accent(cls, value: str | None) -> str | None:

@@ -143,7 +143,9 @@ def _visitor(request: Request, runtime: Runtime, token: str) -> VisitorPrincipal
         or not profile.public_key
         or key_fingerprint(profile.public_key) != session.key_fingerprint
     ):
-        raise ApiError(401, "invalid_session", "the bot's widget key changed; open a new session")
+        raise ApiError(
+            401, "invalid_session", "the bot's widget key changed; open a new session", headers=_UNAUTHORIZED
+        )
     check_visitor_origin(request, profile)
     return VisitorPrincipal(bot_id=session.bot_id, visitor_id=session.visitor_id)
 

@@ -175,10 +175,10 @@ class WebhookWorker:
     def run_once(self) -> int:
         """Claim up to ``concurrency`` due deliveries, send them in parallel, record the outcomes; how many
         were attempted (0: nothing was due)."""
+        io = self._open()  # before claiming: the lease is for sending, not for building clients
         claims = self._claim()
         if not claims:
             return 0
-        io = self._open()
         results = list(io.pool.map(lambda claim: self._attempt_safely(io, claim), claims))
         for claim, result in zip(claims, results, strict=True):
             self._record(claim, result)

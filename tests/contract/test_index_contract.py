@@ -4,17 +4,24 @@ are computed by hand, and the whole suite runs in seconds."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import qdrant_edge as qe
 from qdrant_client import QdrantClient
+from qdrant_client.http import models as qm
 
+import ragbot.index.edge as edge_module
+import ragbot.index.remote as remote_module
 from ragbot.index.base import IndexClosedError, IndexConfigError, VectorIndex
 from ragbot.index.edge import EdgeIndex
-from ragbot.index.points import PointFormatError, chunk_point_id
+from ragbot.index.points import SOURCE_FIELD, TENANT_FIELD, PointFormatError, chunk_point_id, point_id
+from ragbot.index.qdrant_base import Fused, QdrantIndexBase, Search, StoredPoint
 from ragbot.index.remote import QdrantServerIndex
 from ragbot.retrieval.fusion import rrf, sort_scores
 from ragbot.types import Chunk, EncodedChunk, SparseVector
@@ -445,3 +452,189 @@ def test_edge_serves_concurrent_queries_while_writing(tmp_path: Path) -> None:
     assert errors == []
     assert index.count(A) == 3 + 20 * 25
     index.close()  # waits for the background optimiser
+
+
+# --- tenancy at the engine seam: no query without the bot filter reaches the engine ----------------------
+#
+# Every engine call of both backends goes through the seam of ``QdrantIndexBase`` (``_search``, ``_delete``,
+# ``_count``, ``_fetch``), and each adapter translates the neutral requests into its client's (``_request``).
+# The recorder wraps both and keeps every filter that reaches the engine; each must pin ``TENANT_FIELD`` to
+# the bot the caller named. ``_fetch`` reads by id (the engine has no filter there): what the by-id reads
+# return must be the bot's own.
+
+#: Bot B's copy of DOC1 (same document, same text): what a leak would return to bot A.
+TWIN = item(B, "doc1", 0, {1: 2.0, 2: 1.0}, (1.0, 0.0, 0.0, 0.0))
+
+
+class EngineRecorder:
+    """Records every filter passed through an index's engine seam and its client translation."""
+
+    def __init__(self) -> None:
+        self.filters: list[tuple[str, Any]] = []  # (where, filter)
+        self.seams: set[str] = set()
+        self.fetched: list[StoredPoint] = []
+
+    def attach(self, index: Any, patch: pytest.MonkeyPatch) -> None:
+        search, delete, count, fetch = index._search, index._delete, index._count, index._fetch
+
+        def _search(requests: list[Search[Any] | Fused[Any]]) -> Any:
+            self.seams.add("_search")
+            for request in requests:
+                searches = [request, *request.prefetch] if isinstance(request, Fused) else [request]
+                self.filters += [("_search", s.filter) for s in searches]
+            return search(requests)
+
+        def _delete(selection: Any) -> None:
+            self.seams.add("_delete")
+            self.filters.append(("_delete", selection))
+            delete(selection)
+
+        def _count(selection: Any) -> int:
+            self.seams.add("_count")
+            self.filters.append(("_count", selection))
+            return int(count(selection))
+
+        def _fetch(point_ids: list[str], payload: Any, vectors: Any) -> list[StoredPoint]:
+            self.seams.add("_fetch")
+            found = fetch(point_ids, payload, vectors)
+            self.fetched += found
+            return list(found)
+
+        for name, wrapper in (
+            ("_search", _search),
+            ("_delete", _delete),
+            ("_count", _count),
+            ("_fetch", _fetch),
+        ):
+            patch.setattr(index, name, wrapper)
+        for module in (edge_module, remote_module):  # the client requests the seam builds
+            translate = module._request
+
+            def recording(request: Any, translate: Any = translate) -> Any:
+                engine = translate(request)
+                self.filters += [("engine", f) for f in _engine_filters(engine)]
+                return engine
+
+            patch.setattr(module, "_request", recording)
+
+
+def _engine_filters(request: Any) -> Iterator[Any]:
+    """A client query's filter and its prefetches' (qdrant-client: ``prefetch``; Edge: ``prefetches``)."""
+    yield request.filter
+    nested = getattr(request, "prefetch", None) or getattr(request, "prefetches", None) or []
+    for prefetch in nested if isinstance(nested, list) else [nested]:
+        yield from _engine_filters(prefetch)
+
+
+def pinned_tenants(selection: Any) -> list[str]:
+    """The bot ids a filter's ``must`` conditions pin ``TENANT_FIELD`` to (either client's types)."""
+    must = getattr(selection, "must", None) or []
+    return [
+        condition.match.value
+        for condition in (must if isinstance(must, list) else [must])
+        if isinstance(condition, qm.FieldCondition | qe.FieldCondition)
+        and condition.key == TENANT_FIELD
+        and isinstance(condition.match, qm.MatchValue | qe.MatchValue)
+    ]
+
+
+def tenant_violations(recorder: EngineRecorder, bot: str, returned: Iterable[str]) -> list[str]:
+    """What reached the engine without the bot's filter, and what by-id reads returned of other bots."""
+    found = [
+        f"{where}: {selection!r}"
+        for where, selection in recorder.filters
+        if pinned_tenants(selection) != [bot]
+    ]
+    found += [f"by-id read returned bot {TWIN.chunk.bot_id}'s chunk" for c in returned if c == TWIN.chunk.id]
+    return found
+
+
+def tenant_scoped_methods() -> set[str]:
+    """The ``VectorIndex`` methods that take a bot: a method added later must be exercised below too."""
+    return {
+        name
+        for name, member in inspect.getmembers(VectorIndex, inspect.isfunction)
+        if not name.startswith("_") and "bot_id" in inspect.signature(member).parameters
+    }
+
+
+def exercise_every_tenant_method(index: VectorIndex, bot: str) -> tuple[set[str], list[str]]:
+    """Calls each tenant-scoped method for ``bot`` (reads first, deletes last); returns the methods called
+    and the chunk ids the by-id reads returned."""
+    called: set[str] = set()
+
+    def call(name: str, *args: Any, **kwargs: Any) -> Any:
+        called.add(name)
+        return getattr(index, name)(bot, *args, **kwargs)
+
+    call("hybrid_search", QUERY_SPARSE, QUERY_DENSE, 3, 10)
+    call("hybrid_search", QUERY_SPARSE, QUERY_DENSE, 3, 10, fusion="dbsf")
+    call("hybrid_search", SparseVector((), ()), QUERY_DENSE, 3, 10)
+    call("hybrid_candidates", QUERY_SPARSE, QUERY_DENSE, 1)  # each top list misses one: exact rescoring
+    call("hybrid_candidates", QUERY_SPARSE, QUERY_DENSE, 1, lambda s, d: [c for c, _ in (*s, *d)])
+    call("search_sparse", QUERY_SPARSE, 10)
+    call("search_dense", QUERY_DENSE, 10)
+    ids = [DOC1.chunk.id, TWIN.chunk.id]
+    returned = [*call("chunks", ids), *call("sparse_vectors", ids)]
+    call("count")
+    call("count", source_id="doc2")
+    call("delete_chunks", [DOC3.chunk.id, TWIN.chunk.id])
+    call("delete_source", "doc2")
+    call("delete_bot")
+    return called, returned
+
+
+def test_every_engine_call_carries_the_bot_filter(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = backend.open()
+    index.upsert([DOC1, DOC2, DOC3, TWIN])
+    recorder = EngineRecorder()
+    with monkeypatch.context() as patch:
+        recorder.attach(index, patch)
+        called, returned = exercise_every_tenant_method(index, A)
+    assert called == tenant_scoped_methods()
+    assert recorder.seams == {"_search", "_delete", "_count", "_fetch"}
+    assert {where for where, _ in recorder.filters} == {"_search", "_delete", "_count", "engine"}
+    assert tenant_violations(recorder, A, returned) == []
+    assert TWIN.chunk.id in {str(p.payload.get("chunk_id")) for p in recorder.fetched}  # asked for, kept out
+    assert sorted(returned) == [DOC1.chunk.id, DOC1.chunk.id]
+    assert (index.count(A), index.count(B)) == (0, 1)  # bot A's deletes left bot B's twin alone
+
+
+def _leaky_filter(
+    self: Any, bot_id: str, *, source_id: str | None = None, point_ids: Iterable[str] = ()
+) -> Any:
+    """``_filter`` with the tenant condition dropped: the bug the check above exists to catch."""
+    conditions = [self._match(SOURCE_FIELD, source_id)] if source_id is not None else []
+    if ids := sorted(point_ids):
+        conditions.append(self._has_id(ids))
+    return self._all_of(conditions)
+
+
+def _leaky_retrieve(self: Any, bot_id: str, chunk_ids: Any, payload: Any, vectors: Any) -> list[StoredPoint]:
+    """``_retrieve`` without the tenant check on what the engine returned."""
+    return list(self._fetch([point_id(c) for c in chunk_ids], payload, vectors))
+
+
+@pytest.mark.parametrize("broken", ["_filter", "_retrieve"])
+def test_the_bot_filter_check_catches_a_backend_that_drops_it(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    """The negative control: the same check fails on a subclass that leaves the tenant out."""
+    index = backend.open()
+    base = type(index)
+    assert issubclass(base, QdrantIndexBase)
+    leak = {"_filter": _leaky_filter, "_retrieve": _leaky_retrieve}[broken]
+    index.__class__ = type(f"Leaky{base.__name__}", (base,), {broken: leak})
+    index.upsert([DOC1, DOC2, DOC3, TWIN])
+    if broken == "_filter":
+        assert TWIN.chunk.id in ids(index.search_dense(A, QUERY_DENSE, 10))  # the leak is real
+    recorder = EngineRecorder()
+    with monkeypatch.context() as patch:
+        recorder.attach(index, patch)
+        _, returned = exercise_every_tenant_method(index, A)
+    violations = tenant_violations(recorder, A, returned)
+    assert violations
+    if broken == "_filter":
+        assert {v.split(":", 1)[0] for v in violations} == {"_search", "_delete", "_count", "engine"}
+    else:
+        assert violations == [f"by-id read returned bot {B}'s chunk"] * 2

@@ -71,6 +71,9 @@ UNLISTED_ROUTES = {
     "/widget.js",
     "/demo",
     "/widget/embed/{public_key}",
+    "/agent",
+    "/agent/agent.js",
+    "/agent/agent.css",
 }
 #: Stands for an id no fixture object provides (see ``test_every_path_parameter_names_a_real_object``).
 PLACEHOLDER_ID = "00000000-0000-4000-8000-000000000000"
@@ -119,7 +122,8 @@ class World:
     key_a: str
     key_a_id: str
     key_b: str
-    conversation_a: str
+    conversation_a: str  # started with bot A's admin key
+    waiting_a: str  # a visitor's, waiting for a person: in bot A's agent queue
     job_a: str
     docs_a: Path
     revoked_key: str  # unscoped, revoked
@@ -211,6 +215,16 @@ def world(stack: Stack) -> Iterator[World]:
         )
         assert chat.status_code == 200, chat.text
         assert chat.json()["citations"], chat.json()
+        session = visitor(client, bot_a["public_key"], ORIGIN_A)
+        asked = client.post(
+            "/v1/chat", json={"message": "A person, please"}, headers=visitor_headers(session, ORIGIN_A)
+        )
+        assert asked.status_code == 200, asked.text
+        waiting = asked.json()["conversation_id"]
+        handoff = client.post(
+            f"/v1/conversations/{waiting}/handoff", headers=visitor_headers(session, ORIGIN_A)
+        )
+        assert handoff.status_code == 200 and handoff.json()["owner_mode"] == "pending_human", handoff.text
     built = World(
         stack=stack,
         runtime=runtime,
@@ -222,6 +236,7 @@ def world(stack: Stack) -> Iterator[World]:
         key_a_id=row_a["id"],
         key_b=key_b,
         conversation_a=chat.json()["conversation_id"],
+        waiting_a=waiting,
         job_a=job.json()["id"],
         docs_a=docs_a,
         revoked_key=revoked_key,
@@ -247,6 +262,13 @@ class Operation:
 
     def send(self, client: TestClient, headers: dict[str, str]) -> httpx.Response:
         return client.request(self.method, self.url, params=self.params, json=self.body, headers=headers)
+
+    def without_bot(self) -> Operation | None:
+        """The same read naming no bot (a key then means its own): None where that changes nothing."""
+        if self.method != "GET" or "bot_id" not in self.params or "{bot_id}" in self.path:
+            return None
+        params = {k: v for k, v in self.params.items() if k != "bot_id"}
+        return Operation(self.method, self.path, self.url, params, self.body, names_a_bot=False)
 
 
 def path_values(world: World) -> dict[str, str]:
@@ -364,10 +386,19 @@ def owned_rows(runtime: Runtime, bot_id: str) -> dict[str, int]:
     return counts
 
 
+def conversation_rows(runtime: Runtime, bot_id: str) -> list[tuple[Any, ...]]:
+    """The bot's conversations, every column (owner mode, assignee, waiting since...)."""
+    table = Base.metadata.tables["conversations"]
+    with runtime.engine.connect() as conn:
+        query = select(table).where(table.c.bot_id == bot_id).order_by(table.c.id)
+        return [tuple(row) for row in conn.execute(query)]
+
+
 def snapshot(world: World) -> dict[str, Any]:
-    """Everything of bot A a request could change: settings, keys, audit trail, rows, vectors, its chat."""
+    """Everything of bot A a request could change: settings, keys, audit trail, rows, vectors, its chats."""
     runtime = world.runtime
     return {
+        "conversations": conversation_rows(runtime, world.a),
         "bot": runtime.bots.get(world.a),
         "keys": runtime.api_keys.list_keys(world.a),
         "audit": runtime.bots.audit(world.a),
@@ -419,7 +450,14 @@ def credential_headers(kind: str, world: World, client: TestClient) -> dict[str,
 
 def a_mentions(world: World) -> list[str]:
     """Strings that only something of bot A's contains."""
-    return [world.a, str(world.bot_a["public_key"]), world.conversation_a, world.job_a, world.key_a_id]
+    return [
+        world.a,
+        str(world.bot_a["public_key"]),
+        world.conversation_a,
+        world.waiting_a,
+        world.job_a,
+        world.key_a_id,
+    ]
 
 
 def check_refused(kind: str, op: Operation, response: httpx.Response, world: World) -> None:
@@ -463,6 +501,9 @@ def test_no_route_serves_a_caller_it_should_not(world: World, kind: str) -> None
         headers = credential_headers(kind, world, client)
         for op in ops:
             check_refused(kind, op, op.send(client, headers), world)
+            unnamed = op.without_bot() if kind == "other_bot_key" else None
+            if unnamed is not None:
+                check_refused(kind, unnamed, unnamed.send(client, headers), world)
     assert snapshot(world) == before, "a refused request changed bot A"
 
 
@@ -482,13 +523,12 @@ def test_routes_outside_the_spec_are_only_the_known_public_pages(world: World) -
     unlisted = {path for path, listed in served_routes(list(world.app.routes)) if not listed}
     assert unlisted == UNLISTED_ROUTES
     with world.client() as client:
-        for path in ("/openapi.json", "/docs", "/redoc", "/widget.js", "/demo"):
-            assert client.get(path).status_code == 200, path
+        for path in ("/openapi.json", "/docs", "/redoc", "/widget.js", "/demo", "/agent", "/agent/agent.js"):
+            page = client.get(path)
+            assert page.status_code == 200, path
+            assert world.admin_key not in page.text and world.conversation_a not in page.text, path
         embed = client.get(f"/widget/embed/{world.bot_a['public_key']}")
         assert embed.status_code == 200 and ORIGIN_A in embed.headers["content-security-policy"]
-        for page in ("/demo", f"/widget/embed/{world.bot_a['public_key']}"):
-            body = client.get(page).text
-            assert world.admin_key not in body and world.key_a not in body
         assert client.get("/healthz").status_code == 200
 
 
@@ -560,6 +600,14 @@ def test_a_scoped_key_works_within_its_bot_only(world: World) -> None:
         error_of(
             client.get(f"/v1/conversations/{world.conversation_a}?bot_id={world.b}", headers=headers), 403
         )
+
+        queue = client.get("/v1/agent/conversations", headers=headers)
+        assert queue.status_code == 200 and world.waiting_a in {c["id"] for c in queue.json()}, queue.text
+        others = client.get("/v1/agent/conversations", headers=bearer(world.key_b))
+        assert others.status_code == 200 and world.waiting_a not in others.text
+        detail = client.get(f"/v1/agent/conversations/{world.waiting_a}", headers=headers)
+        assert detail.status_code == 200, detail.text
+        error_of(client.get(f"/v1/agent/conversations/{world.waiting_a}", headers=bearer(world.key_b)), 404)
 
         listed = client.get("/v1/keys", headers=headers).json()
         assert listed and {k["bot_id"] for k in listed} == {world.a}

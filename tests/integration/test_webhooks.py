@@ -367,7 +367,15 @@ def test_backoff_doubles_until_max_attempts_then_replay_resends_the_same_id(
     secret, sub = service.create(BOT_A, receiver.url, ["lead.created"])
     (msg_id,) = deployment.enqueue(BOT_A, "lead.created", {"email": "ana@example.com"})
     worker = deployment.worker(settings=settings)
-    drain(worker, lambda: deployment.delivery(msg_id).status != "pending")
+    scheduled: list[float] = []  # the wait the worker chose after each failed attempt
+
+    def failed_for_good() -> bool:
+        row = deployment.delivery(msg_id)
+        if row.status == "pending" and row.attempts > len(scheduled) and row.last_attempt_at is not None:
+            scheduled.append((row.next_attempt_at - row.last_attempt_at).total_seconds())
+        return row.status != "pending"
+
+    drain(worker, failed_for_good)
 
     row = deployment.delivery(msg_id)
     assert row.status == "failed" and row.attempts == 4
@@ -375,10 +383,11 @@ def test_backoff_doubles_until_max_attempts_then_replay_resends_the_same_id(
     times = [r.at for r in receiver.of(msg_id)]
     assert len(times) == 4
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
-    print(f"\nretry gaps: {[round(g, 3) for g in gaps]}")
-    for n, gap in enumerate(gaps):
-        assert gap >= 0.15 * 2**n  # never earlier than the schedule
-    assert gaps[0] < gaps[1] < gaps[2]
+    print(f"\nretry waits scheduled: {[round(g, 3) for g in scheduled]}, seen: {[round(g, 3) for g in gaps]}")
+    assert len(scheduled) == 3 and scheduled[0] < scheduled[1] < scheduled[2]  # doubling, plus jitter
+    for n, (wait, gap) in enumerate(zip(scheduled, gaps, strict=True)):
+        assert 0.15 * 2**n <= wait <= 0.15 * 2**n * 1.2 + 0.1
+        assert gap >= 0.15 * 2**n  # never retried before its time
     assert worker.run_once() == 0  # failed is final
 
     # Replay: same webhook-id, attempts start over, a fresh timestamp and signature.
