@@ -287,6 +287,29 @@ def serve(
     uvicorn.run("ragbot.api.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
+@app.command()
+def worker() -> None:
+    """Deliver webhooks from the outbox and run the handoff timers until stopped (Ctrl-C or SIGTERM).
+    Any number may run beside the API processes (which do the same): they share the work through the
+    database."""
+    import signal
+    import threading
+
+    from ragbot.runtime import Runtime
+
+    runtime = Runtime(get_settings())
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    runtime.background.start()
+    typer.echo("delivering webhooks and running handoff timers (Ctrl-C to stop)", err=True)
+    try:
+        stopping.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()  # lets the sends in flight finish
+
+
 _register_admin_commands()
 
 

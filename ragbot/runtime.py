@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ragbot.realtime.bus import EventBus
     from ragbot.retrieval.calibration import FusionCalibration
     from ragbot.retrieval.retriever import Retriever
+    from ragbot.services.background import Background
     from ragbot.services.chat import ChatService
     from ragbot.services.ingest import IngestService
     from ragbot.services.jobs import IngestJobs
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from ragbot.tenancy.bots import BotProfile, BotService
     from ragbot.tenancy.ratelimit import RateLimiter
     from ragbot.tenancy.sessions import VisitorSessions
+    from ragbot.webhooks.service import WebhookService
+    from ragbot.webhooks.worker import WebhookWorker
 
 
 class Runtime:
@@ -184,6 +187,24 @@ class Runtime:
             redis_url=self.settings.redis_url,
         )
 
+    @cached_property
+    def webhooks(self) -> WebhookService:
+        from ragbot.webhooks.service import WebhookService
+
+        return WebhookService(self.session_factory, self.settings)
+
+    @cached_property
+    def webhook_worker(self) -> WebhookWorker:
+        from ragbot.webhooks.worker import WebhookWorker
+
+        return WebhookWorker(self.session_factory, self.settings)
+
+    @cached_property
+    def background(self) -> Background:
+        from ragbot.services.background import Background
+
+        return Background(self.webhook_worker, self.handoff)
+
     def delete_bot(self, bot_id: str, *, actor: str) -> dict[str, int]:
         """Delete a bot everywhere: its vectors, its rows, and what this process learned about it."""
         removed = self.bots.delete(bot_id, actor=actor, delete_vectors=self.index.delete_bot)
@@ -255,6 +276,12 @@ class Runtime:
     def close(self) -> None:
         """Store what retrieval learned, release the shard and connections; safe to call when nothing
         was opened."""
+        if "background" in self.__dict__:
+            self.background.stop()
+        if "webhook_worker" in self.__dict__:
+            self.webhook_worker.stop()
+        if "webhooks" in self.__dict__:
+            self.webhooks.close()
         if "jobs" in self.__dict__:
             self.jobs.shutdown(wait=True)
         if "bus" in self.__dict__:

@@ -26,6 +26,7 @@ from ragbot.api.routes import (
     keys,
     leads,
     sources,
+    webhooks,
 )
 from ragbot.config import Settings, get_settings
 from ragbot.handoff.inbox import routes as inbox_routes
@@ -54,9 +55,12 @@ def create_app(
             if callable(warm_up):
                 warm_up()
             rt.jobs.recover_interrupted()
+            rt.background.start()  # webhook deliveries and handoff timers; `ragbot worker` runs more
         try:
             yield
         finally:
+            if warmup:
+                rt.background.stop()
             if runtime is None:
                 rt.close()
 
@@ -95,6 +99,7 @@ def create_app(
     app.include_router(sources.router)
     app.include_router(bots.router)
     app.include_router(keys.router)
+    app.include_router(webhooks.router)
     app.include_router(handoff.router)
     app.include_router(agent.router)
     app.include_router(leads.router)

@@ -150,17 +150,18 @@ class LeadService:
         conversation, or given a ``visitor_id``, not that visitor's) and ``LeadValidationError``.
         """
         with session_scope(self._sessions) as s:
-            bot = s.get(Bot, bot_id)
-            if bot is None or not bot.lead_form:
-                raise NoLeadFormError(bot_id)
-            form = LeadForm.model_validate(bot.lead_form)
             conv = None
             if conversation_id is not None:
-                # the conversation's lock orders this lead's live event with the conversation's others
+                # first, so a conversation out of reach is "not found" whatever the bot's settings; its
+                # lock orders this lead's live event with the conversation's others
                 conv = repo.lock_conversation(s, bot_id, conversation_id)
                 if visitor_id is not None and conv.visitor_id != visitor_id:
                     raise repo.ConversationNotFoundError(conversation_id)
                 visitor_id = visitor_id or conv.visitor_id
+            bot = s.get(Bot, bot_id)
+            if bot is None or not bot.lead_form:
+                raise NoLeadFormError(bot_id)
+            form = LeadForm.model_validate(bot.lead_form)
             now = utcnow()
             valid = validate_lead(
                 form, data.fields, consent=data.consent, page_url=data.page_url, utm=data.utm, now=now

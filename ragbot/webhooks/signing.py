@@ -9,7 +9,6 @@ with the base64-decoded part of a ``whsec_`` secret. Pure: no clock, no I/O.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import secrets
@@ -18,7 +17,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-__all__ = ["SECRET_PREFIX", "encode_body", "is_secret", "new_secret", "sign", "signed_headers"]
+__all__ = ["SECRET_PREFIX", "encode_body", "new_secret", "sign", "signed_headers"]
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a format marker, not a secret)
 #: 32 random bytes, the size of an HMAC-SHA256 output; the spec asks for 24 to 64.
@@ -28,16 +27,6 @@ _SECRET_BYTES = 32
 def new_secret() -> str:
     """A fresh signing secret in the Standard Webhooks format, ``whsec_<base64>``."""
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(_SECRET_BYTES)).decode("ascii")
-
-
-def is_secret(value: str) -> bool:
-    """Whether ``value`` is a usable ``whsec_`` secret (guards against a corrupted row signing garbage)."""
-    if not value.startswith(SECRET_PREFIX):
-        return False
-    try:
-        return len(base64.b64decode(value[len(SECRET_PREFIX) :], validate=True)) >= 24
-    except (binascii.Error, ValueError):
-        return False
 
 
 def encode_body(payload: dict[str, Any]) -> str:

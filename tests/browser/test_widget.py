@@ -180,7 +180,7 @@ def find_all(driver: Any, testid: str) -> list[Any]:
     )
 
 
-def wait_for(driver: Any, condition: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+def wait_for(driver: Any, condition: Callable[[], Any], timeout: float = 45, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -235,7 +235,7 @@ def ask(driver: Any, text: str) -> None:
     box.send_keys(text)
     box.send_keys(Keys.ENTER)
     wait_for(driver, lambda: len(find_all(driver, "message-visitor")) > before, what="the visitor message")
-    wait_for(driver, lambda: idle(driver), timeout=60, what="the answer to finish")
+    wait_for(driver, lambda: idle(driver), timeout=90, what="the answer to finish")
 
 
 def bot_texts(driver: Any) -> list[str]:
@@ -516,7 +516,7 @@ def test_starter_question_is_sent_on_click(driver: Any, stack: Stack) -> None:
     starter = wait_for(driver, lambda: find(driver, "starter"), what="the starter questions")
     starter.click()
     wait_for(driver, lambda: find_all(driver, "message-visitor"), what="the visitor message")
-    wait_for(driver, lambda: idle(driver) and bot_texts(driver), timeout=60, what="the answer")
+    wait_for(driver, lambda: idle(driver) and bot_texts(driver), timeout=90, what="the answer")
     assert [m.text for m in find_all(driver, "message-visitor")] == ["When does the workshop open?"]
     assert "When does the workshop open?" in bot_texts(driver)[0]
     assert not starter.is_displayed()  # starters belong to an empty conversation

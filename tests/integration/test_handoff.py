@@ -12,6 +12,7 @@ about a second, through the bus, from another process too.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -44,6 +45,8 @@ from ragbot.runtime import Runtime
 from ragbot.tenancy.bots import BotChanges
 
 pytestmark = pytest.mark.integration
+
+log = logging.getLogger(__name__)
 
 ORIGIN = "https://kettles.example"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -293,6 +296,16 @@ class EventReader:
                     f"no matching event within {timeout} s; got {[(e.type, e.data) for e in self.events]}"
                 )
                 self._changed.wait(min(left, 0.5))
+
+
+def _parked(runtime: Runtime, conversation_id: str, timeout: float = 10.0) -> None:
+    """Wait until the server's stream for the conversation sleeps on the bus, so the wake-up under test is
+    not lost in the instant between its last read and its wait (that instant costs a poll period)."""
+    waiters = runtime.bus.waiters  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while conversation_id not in waiters._waiting:
+        assert time.monotonic() < deadline, "the stream never waited on the bus"
+        time.sleep(0.02)
 
 
 def _content(text: str) -> Callable[[StreamEvent], bool]:
@@ -651,7 +664,7 @@ def _stream_and_hand_over(url: str, headers: dict[str, str], *, after: str) -> S
 
 
 def test_a_handoff_during_a_streaming_answer_is_never_stored_as_the_reply(
-    world: World, slow_llm: CuttingSSEServer, capsys: pytest.CaptureFixture[str]
+    world: World, slow_llm: CuttingSSEServer
 ) -> None:
     bot = world.new_bot("Racing")
     runtime = world.sibling(llm_api_base=slow_llm.base_url)
@@ -676,12 +689,14 @@ def test_a_handoff_during_a_streaming_answer_is_never_stored_as_the_reply(
         streamed not in content and turn.deltas[0].strip() not in content for _, content, *_ in stored[1:]
     )
     assert not [e for e in world.events(bot, turn.conversation_id) if e[2].get("sender_type") == "bot"]
-    with capsys.disabled():
-        print(
-            f"\n[{world.backend}] race: {turn.deltas_before_handoff} delta(s) before the handoff, "
-            f"{len(turn.deltas)} streamed in all, done={turn.done['status']}, "
-            f"stored={[sender for sender, *_ in stored]}"
-        )
+    log.info(
+        "[%s] race: %d delta(s) before the handoff, %d streamed in all, done %s, stored %s",
+        world.backend,
+        turn.deltas_before_handoff,
+        len(turn.deltas),
+        turn.done["status"],
+        [sender for sender, *_ in stored],
+    )
 
 
 def test_a_handoff_after_the_answer_was_stored_keeps_the_answer(
@@ -719,8 +734,8 @@ def test_agent_replies_reach_the_visitors_open_stream_at_once(
         joined = "alice joined the conversation."
 
         with EventReader(url, conversation_id, visitor, until=_content("Bye for now.")) as stream:
-            stream.wait_for(_content(joined))  # the backlog arrived: the stream now waits for the bus
-            time.sleep(0.3)
+            stream.wait_for(_content(joined))  # the backlog arrived
+            _parked(world.runtime, conversation_id)
             sent = time.monotonic()
             reply = _ok(
                 http.post(f"{base}/messages", json={"content": "Hi, Alice here."}, headers=alice), 201
@@ -735,6 +750,7 @@ def test_agent_replies_reach_the_visitors_open_stream_at_once(
             )
             _ok(http.post(f"{base}/messages", json={"content": "Bye for now."}, headers=alice), 201)
             stream.wait_for(_content("Bye for now."))
+        log.info("[%s] reply reached the visitor's open stream in %.3f s", world.backend, latency)
         assert latency < DELIVERY_S, f"the reply took {latency:.2f} s"
         assert got.data["sender_type"] == "agent" and "alice" in got.data["author"]
         assert got.data["id"] == reply["id"]
@@ -816,7 +832,7 @@ def test_a_reply_through_another_process_reaches_the_stream_through_the_bus(
                 httpx.Client(base_url=url_2, trust_env=False, timeout=30) as http_2,
             ):
                 stream.wait_for(_content(handoff_service.NOTE_REQUESTED))
-                time.sleep(0.3)
+                _parked(first, conversation_id)
                 sent = time.monotonic()
                 _ok(
                     http_2.post(
@@ -828,6 +844,9 @@ def test_a_reply_through_another_process_reaches_the_stream_through_the_bus(
                 )
                 got = stream.wait_for(_content(text), timeout=10)
         latency = got.at - sent
+        log.info(
+            "[%s] %s bus: reply through app 2 reached app 1's stream in %.3f s", world.backend, bus, latency
+        )
         assert latency < DELIVERY_S, f"{bus}: the reply took {latency:.2f} s"
         assert got.data["sender_type"] == "agent"
     finally:

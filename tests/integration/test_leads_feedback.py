@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from fixtures.auth import admin_headers
+from fixtures.threads import race
 from integration.katan import KatanServer
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -36,6 +37,7 @@ from ragbot.db.models import (
 )
 from ragbot.db.session import session_scope
 from ragbot.leads.form import LeadField, LeadForm
+from ragbot.leads.service import LeadSubmission
 from ragbot.runtime import Runtime
 from ragbot.tenancy.bots import BotChanges
 
@@ -209,7 +211,23 @@ def test_lead_validation_answers_422_per_field_and_stores_e164_with_consent(depl
     assert lead["utm"] == {"utm_source": "newsletter", "utm_medium": "email"}
     assert lead["visitor_id"] and lead["conversation_id"] is None
 
-    # admin keys in scope may submit too, and get the stored contact back
+    # many submissions of one new email at once: one contact, one webhook, every change applied
+    def submit(i: int, barrier: Any) -> None:
+        data = LeadSubmission(
+            fields={"email": "Race@acme.io", "name": "Racer", "custom:order_id": f"R-{i}"}, consent=True
+        )
+        barrier.wait()
+        d.runtime.leads.submit(d.bot["id"], data, visitor_id=f"v_race_{i}")
+
+    assert race(6, submit) == []
+    with session_scope(d.runtime.session_factory) as s:
+        (raced,) = s.scalars(select(Lead).where(Lead.email == "race@acme.io"))
+        assert raced.custom["order_id"].startswith("R-")
+    assert [x.payload["data"]["email"] for x in d.deliveries("lead.created")] == [
+        "jane.doe@example.com",
+        "race@acme.io",
+    ]
+
     scoped = admin_headers(d.runtime, bot_id=d.plain["id"])
     refused = d.client.post(
         "/v1/leads", params={"bot_id": d.bot["id"]}, json={"fields": {"email": "x@acme.io"}}, headers=scoped
@@ -508,4 +526,19 @@ def test_repeated_thumbs_down_hands_the_conversation_to_a_person(deployment: Dep
     d.client.post(f"/v1/messages/{first['message_id']}/feedback", json={"rating": "up"}, headers=visitor)
     d.client.post(f"/v1/messages/{first['message_id']}/feedback", json={"rating": "down"}, headers=visitor)
     with session_scope(d.runtime.session_factory) as s:
+        assert s.scalar(select(func.count()).select_from(HandoffEvent)) == 1
+
+    # racing ratings of one answer by its visitor end as one row
+    rater = visitor_id(d, visitor)
+
+    def rate(i: int, barrier: Any) -> None:
+        barrier.wait()
+        d.runtime.feedback.rate(
+            d.bot["id"], second["message_id"], "up" if i % 2 else "down", rater=rater, visitor_id=rater
+        )
+
+    assert race(6, rate) == []
+    with session_scope(d.runtime.session_factory) as s:
+        rows = list(s.scalars(select(Feedback).where(Feedback.message_id == second["message_id"])))
+        assert len(rows) == 1 and rows[0].rating in ("up", "down")
         assert s.scalar(select(func.count()).select_from(HandoffEvent)) == 1

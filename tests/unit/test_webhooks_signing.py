@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from ragbot.webhooks.signing import encode_body, is_secret, new_secret, sign, signed_headers
+from ragbot.webhooks.signing import encode_body, new_secret, sign, signed_headers
 from ragbot.webhooks.worker import MAX_RETRY_DELAY_S, retry_delay
 
 pytestmark = pytest.mark.unit
@@ -71,13 +71,9 @@ def test_secrets_are_random_whsec_base64_of_32_bytes() -> None:
     secrets = {new_secret() for _ in range(50)}
     assert len(secrets) == 50
     for secret in secrets:
-        assert secret.startswith("whsec_") and is_secret(secret)
+        assert secret.startswith("whsec_")
         assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
         assert len(secret) <= 100  # the column
-    assert is_secret(SPEC_SECRET)
-    assert not is_secret("whsec_")
-    assert not is_secret("whsec_not base64!")
-    assert not is_secret("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 
 
 def test_body_is_compact_ascii_json() -> None:

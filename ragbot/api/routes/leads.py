@@ -119,6 +119,8 @@ async def submit_lead(
     if isinstance(caller, AdminPrincipal):
         bot, visitor = await run_in_threadpool(admin_bot_id, caller, bot_id, runtime), None
     else:
+        if bot_id and bot_id != caller.bot_id:
+            raise ApiError(403, "forbidden", "a visitor session can only leave details with its own bot")
         bot, visitor = caller.bot_id, caller.visitor_id
     saved = await run_in_threadpool(_submit, runtime, bot, visitor, body, None)
     return _response(caller, saved)

@@ -1,0 +1,52 @@
+"""What runs beside the API in every process: the webhook delivery worker and the handoff timers
+(offering the lead form where nobody claimed a conversation in time). Both read their work from the
+database, so any number of processes can run them side by side."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ragbot.handoff.service import HandoffService
+    from ragbot.webhooks.worker import WebhookWorker
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Background"]
+
+
+class Background:
+    def __init__(
+        self, webhooks: WebhookWorker, handoff: HandoffService, *, sweep_every_s: float = 15.0
+    ) -> None:
+        self._webhooks = webhooks
+        self._handoff = handoff
+        self._sweep_every_s = sweep_every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._webhooks.start()
+        self._thread = threading.Thread(target=self._timers, name="ragbot-handoff-timers", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._webhooks.stop()
+
+    def _timers(self) -> None:
+        while not self._stop.wait(self._sweep_every_s):
+            try:
+                offered = self._handoff.sweep_unclaimed()
+                if offered:
+                    log.info("offered the lead form in %d unclaimed conversations", offered)
+            except Exception:  # the database may be restarting: try again at the next tick
+                log.warning("handoff timers failed; retrying", exc_info=True)
