@@ -99,17 +99,6 @@ def _open_session(request: Request, body: WidgetSessionRequest, runtime: Runtime
     if profile is None or not profile.public_key:
         raise ApiError(404, "bot_not_found", "no bot has this public key")
     check_visitor_origin(request, profile)
-    client_ip = request.client.host if request.client else None
-    decision = runtime.rate_limiter.hit(
-        session_limits(profile.id, client_ip, runtime.settings.rate_sessions_per_ip_minute)
-    )
-    if not decision.allowed:
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"too many new chat sessions; try again in {decision.retry_after_s} s",
-            headers={"Retry-After": str(decision.retry_after_s)},
-        )
     visitor_id = None
     if body.token:
         try:
@@ -118,6 +107,20 @@ def _open_session(request: Request, body: WidgetSessionRequest, runtime: Runtime
             previous = None  # a token we cannot trust starts a new visitor; it is not an error
         if previous is not None and previous.bot_id == profile.id:
             visitor_id = previous.visitor_id
+    if visitor_id is None:
+        # Only new visitors count: a returning visitor renews on every page view, and many share an IP.
+        client_ip = request.client.host if request.client else None
+        decision = runtime.rate_limiter.hit(
+            session_limits(profile.id, client_ip, runtime.settings.rate_sessions_per_ip_minute)
+        )
+        if not decision.allowed:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many new chat sessions from this address; try again in {decision.retry_after_s} s",
+                headers={"Retry-After": str(decision.retry_after_s)},
+                limit="session_ip",
+            )
     token, session = runtime.visitor_sessions.issue(profile.id, profile.public_key, visitor_id)
     return {
         "token": token,

@@ -59,8 +59,9 @@ DOC = (
 #: is grounded and cites source 1.
 QUESTION = "How often should I descale the Brewmaster kettle? [1]"
 ASK_FOR_PERSON = "Can I talk to a human please?"
-#: What the slow model streams in the race tests (one piece every PIECE_DELAY_S).
-PIECES = ["Descale the ", "Brewmaster kettle ", "every four ", "weeks with ", "citric acid ", "[1]."]
+#: What the slow model streams in the race tests, one piece every PIECE_DELAY_S: after the first delta the
+#: answer needs over two seconds more, ample time for the handoff to land first even on a busy machine.
+PIECES = ["Descale ", "the ", "Brewmaster ", "kettle ", "every four ", "weeks with ", "citric acid ", "[1]."]
 PIECE_DELAY_S = 0.3
 #: Agent replies must reach an open stream faster than this; the streams' own re-read is set far above it.
 DELIVERY_S = 2.0
@@ -230,12 +231,10 @@ class EventReader:
         headers: dict[str, str],
         *,
         until: Callable[[StreamEvent], bool],
-        params: dict[str, Any] | None = None,
     ) -> None:
         self.events: list[StreamEvent] = []
-        self.status: int | None = None
         self.error: BaseException | None = None
-        self._args = (base_url, f"/v1/conversations/{conversation_id}/events", headers, params)
+        self._args = (base_url, f"/v1/conversations/{conversation_id}/events", headers)
         self._until = until
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -248,18 +247,14 @@ class EventReader:
         self._thread.join(timeout=20)
 
     def _run(self) -> None:
-        base_url, path, headers, params = self._args
+        base_url, path, headers = self._args
         timeout = httpx.Timeout(5.0, read=40.0)
         try:
             with (
                 httpx.Client(base_url=base_url, trust_env=False, timeout=timeout) as client,
-                client.stream("GET", path, headers=headers, params=params) as response,
+                client.stream("GET", path, headers=headers) as response,
             ):
-                with self._changed:
-                    self.status = response.status_code
-                    self._changed.notify_all()
-                if response.status_code != 200:
-                    return
+                assert response.status_code == 200, response.read().decode()
                 fields: dict[str, str] = {}
                 for line in response.iter_lines():
                     if line.startswith(":"):

@@ -178,12 +178,8 @@ def test_lead_validation_answers_422_per_field_and_stores_e164_with_consent(depl
     assert set(fields) == {"email", "name", "phone", "favourite_colour", "consent", "page_url", "utm.gclid"}
     assert fields["name"] == "required" and all(fields.values())
 
-    assert _error(
-        d.client.post("/v1/leads", json={"fields": {"email": "a@acme.io"}}, headers=d.visitor(d.plain))
-    ) == (
-        409,
-        "no_lead_form",
-    )
+    no_form = d.client.post("/v1/leads", json={"fields": {"email": "a@acme.io"}}, headers=d.visitor(d.plain))
+    assert _error(no_form) == (409, "no_lead_form")
 
     ok = d.client.post(
         "/v1/leads",
@@ -228,6 +224,16 @@ def test_lead_validation_answers_422_per_field_and_stores_e164_with_consent(depl
         "race@acme.io",
     ]
 
+    # a visitor names no other bot
+    other = d.client.post(
+        "/v1/leads",
+        params={"bot_id": d.plain["id"]},
+        json={"fields": {"email": "a@acme.io"}},
+        headers=visitor,
+    )
+    assert _error(other) == (403, "forbidden")
+
+    # an admin key only within its scope
     scoped = admin_headers(d.runtime, bot_id=d.plain["id"])
     refused = d.client.post(
         "/v1/leads", params={"bot_id": d.bot["id"]}, json={"fields": {"email": "x@acme.io"}}, headers=scoped
@@ -308,6 +314,10 @@ def test_one_contact_per_email_updated_without_losing_unsent_fields(
         f"/v1/conversations/{conv}/lead", json={"fields": {"email": "x@acme.io"}}, headers=d.visitor()
     )
     assert _error(stranger) == (404, "conversation_not_found")
+    other_bot = d.client.post(
+        f"/v1/conversations/{conv}/lead", json={"fields": {"email": "x@acme.io"}}, headers=d.visitor(d.plain)
+    )
+    assert _error(other_bot) == (404, "conversation_not_found")  # not "no lead form": it is not theirs
     missing = d.client.post(
         "/v1/conversations/nope/lead", json={"fields": {"email": "x@acme.io"}}, headers=d.admin
     )
