@@ -76,8 +76,7 @@ def message_event(message: Message) -> dict[str, Any]:
 
 
 def _agent_label(actor: str) -> str:
-    name = actor.split(" (", 1)[1].rstrip(")") if " (" in actor else ""
-    return name or "A member of our team"
+    return actor.strip() or "A member of our team"
 
 
 def _add_system(session: Session, conv: Conversation, text: str) -> dict[str, Any]:
@@ -141,7 +140,10 @@ def move(
     bot = session.get(Bot, conv.bot_id)
     form = _lead_form(bot)
     summary = {"conversation_id": conv.id, "mode": after.value, "reason": reason.value, "actor": actor}
-    if action is Action.REQUEST:
+    if action is Action.REQUEST and reason is Reason.AGENT_CLAIM:
+        # an agent stepping in: the claim that follows tells the visitor who joined
+        enqueue(session, conv.bot_id, "handoff.requested", {**summary, "note": note})
+    elif action is Action.REQUEST:
         open_now = is_open(bot.office_hours if bot else None, now)
         moved.system_message = _add_system(session, conv, NOTE_REQUESTED if open_now else NOTE_NO_AGENT)
         if form is not None and (form.asks("on_handoff") or (not open_now and form.asks("no_agent"))):

@@ -47,23 +47,26 @@ async def event_stream(
     last = after_id
     quiet = 0
     waited = 0.0
-    yield "retry: 2000\n\n"
-    while True:
-        rows = await run_in_threadpool(read, last)
-        for event_id, type_, data in rows:
-            last = event_id
-            yield sse_event(event_id, type_, data)
-        if rows:
-            quiet = 0
-            continue  # there may be more than one page
-        if await is_disconnected():
-            return
-        if max_seconds is not None and waited >= max_seconds:
-            return
-        woken = await bus.wait(conversation_id, POLL_S)
-        if not woken:
-            waited += POLL_S
-            quiet += 1
-            if quiet >= PING_EVERY:
+    subscription = bus.subscribe(conversation_id)  # before the first read: no wake-up falls in between
+    try:
+        yield "retry: 2000\n\n"
+        while True:
+            rows = await run_in_threadpool(read, last)
+            for event_id, type_, data in rows:
+                last = event_id
+                yield sse_event(event_id, type_, data)
+            if rows:
                 quiet = 0
-                yield ": ping\n\n"
+                continue  # there may be more than one page
+            if await is_disconnected():
+                return
+            if max_seconds is not None and waited >= max_seconds:
+                return
+            if not await subscription.wait(POLL_S):
+                waited += POLL_S
+                quiet += 1
+                if quiet >= PING_EVERY:
+                    quiet = 0
+                    yield ": ping\n\n"
+    finally:
+        subscription.close()

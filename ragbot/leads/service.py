@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -56,8 +56,7 @@ class LeadSubmission:
 @dataclass
 class LeadSaved:
     lead: dict[str, Any]
-    created: bool
-    events: list[int] = field(default_factory=list)
+    created: bool  # a new contact (False: an update of the bot's contact with this email)
 
 
 def lead_to_dict(lead: Lead) -> dict[str, Any]:
@@ -131,11 +130,6 @@ class LeadService:
         self._sessions = sessions
         self._publish = publish
 
-    def form(self, bot_id: str) -> LeadForm | None:
-        with session_scope(self._sessions) as s:
-            bot = s.get(Bot, bot_id)
-            return LeadForm.model_validate(bot.lead_form) if bot is not None and bot.lead_form else None
-
     def submit(
         self,
         bot_id: str,
@@ -200,8 +194,7 @@ class LeadService:
             if saved.created:
                 enqueue(s, bot_id, "lead.created", _jsonable(saved.lead))
             if conv is not None:
-                event = events_sql.add_event(s, bot_id, conv.id, "lead_saved", {"lead_id": lead.id})
-                saved.events.append(event.id)
+                events_sql.add_event(s, bot_id, conv.id, "lead_saved", {"lead_id": lead.id})
         if conversation_id is not None:
             self._publish(conversation_id)
         return saved

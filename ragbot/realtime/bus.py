@@ -17,7 +17,7 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EventBus", "LocalWaiters", "MemoryBus", "PostgresBus", "RedisBus", "build_bus"]
+__all__ = ["EventBus", "LocalWaiters", "MemoryBus", "PostgresBus", "RedisBus", "Subscription", "build_bus"]
 
 CHANNEL = "ragbot_events"
 
@@ -31,11 +31,52 @@ class EventBus(Protocol):
         """True when woken for this conversation before ``timeout`` seconds passed."""
         ...
 
+    def subscribe(self, conversation_id: str) -> Subscription:
+        """Register now, wait later (inside a running event loop)."""
+        ...
+
     def close(self) -> None: ...
+
+
+class Subscription:
+    """One stream's interest in one conversation, registered before it reads, so a wake-up that lands
+    between its read and its wait is not lost."""
+
+    def __init__(self, waiters: LocalWaiters, conversation_id: str) -> None:
+        self._waiters = waiters
+        self._conversation_id = conversation_id
+        self._entry = (asyncio.get_running_loop(), asyncio.Event())
+        waiters.add(conversation_id, self._entry)
+
+    async def wait(self, timeout: float) -> bool:
+        """True when woken (since the last wait) before ``timeout`` seconds passed."""
+        event = self._entry[1]
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            event.clear()
+
+    def close(self) -> None:
+        self._waiters.discard(self._conversation_id, self._entry)
 
 
 class LocalWaiters:
     """Streams of this process waiting on a conversation; ``notify`` may come from any thread."""
+
+    def add(self, conversation_id: str, entry: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
+        with self._lock:
+            self._waiting[conversation_id].add(entry)
+
+    def discard(self, conversation_id: str, entry: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
+        with self._lock:
+            waiting = self._waiting.get(conversation_id)
+            if waiting is not None:
+                waiting.discard(entry)
+                if not waiting:
+                    del self._waiting[conversation_id]
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -78,6 +119,9 @@ class MemoryBus:
     async def wait(self, conversation_id: str, timeout: float) -> bool:
         return await self.waiters.wait(conversation_id, timeout)
 
+    def subscribe(self, conversation_id: str) -> Subscription:
+        return Subscription(self.waiters, conversation_id)
+
     def close(self) -> None:
         pass
 
@@ -101,6 +145,9 @@ class _RelayBus:
 
     async def wait(self, conversation_id: str, timeout: float) -> bool:
         return await self.waiters.wait(conversation_id, timeout)
+
+    def subscribe(self, conversation_id: str) -> Subscription:
+        return Subscription(self.waiters, conversation_id)
 
     def publish(self, conversation_id: str) -> None:
         try:

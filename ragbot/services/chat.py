@@ -77,6 +77,8 @@ INTERNAL_ERROR_MESSAGE = "the server failed while answering; your message is sav
 CLIENT_DISCONNECTED = "the client disconnected before the answer was complete"
 #: ``status`` of a turn the bot did not answer because people own the conversation (or now do).
 FORWARDED = "forwarded"
+#: How often a streaming answer looks whether people took the conversation over (seconds).
+MODE_CHECK_S = 0.5
 #: ``status`` of an answer a handoff overtook while it was generated: it was streamed, never stored.
 SUPERSEDED = "superseded"
 
@@ -441,11 +443,16 @@ class ChatService:
             sources = prompt.sources  # sources that did not fit the window are not numbered
             parser = CitationStreamParser(len(sources))
             deltas = llm.stream(prompt.messages)
+            checked = time.monotonic()
             try:
                 for delta in deltas:
                     visible = parser.feed(delta)
                     if visible:
                         yield progress.delta(visible)
+                    if time.monotonic() - checked >= MODE_CHECK_S:
+                        checked = time.monotonic()
+                        if self._owner_mode(bot_id, conv_id) != OwnerMode.BOT:
+                            break  # people took over: stop talking (nothing of this is stored)
             finally:
                 _close_stream(deltas)  # a no-op once read to its end
         except LLMStreamInterruptedError as exc:
@@ -533,6 +540,11 @@ class ChatService:
         )
 
     # ------------------------------------------------------------------ handoff hooks
+    def _owner_mode(self, bot_id: str, conv_id: str) -> str:
+        with session_scope(self._sessions) as s:
+            conv = repo.get_conversation(s, bot_id, conv_id)
+            return conv.owner_mode if conv is not None else OwnerMode.BOT.value
+
     def _record_message(self, session: Session, conv: Conversation, message: Message) -> None:
         """Every message reaches the conversation's live stream (agents watch it) and the webhooks."""
         data = message_event(message)

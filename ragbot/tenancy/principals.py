@@ -18,6 +18,12 @@ class AdminPrincipal:
         return self.bot_id is None or self.bot_id == bot_id
 
     @property
+    def agent(self) -> str:
+        """The agent's identity in conversations (author, assignee): the key's name. Visitors see it, so
+        it never includes any part of the key."""
+        return self.name.strip() or "Support team"
+
+    @property
     def actor(self) -> str:
         """How the audit trail names this caller."""
         return f"key:{self.prefix}" + (f" ({self.name})" if self.name else "")

@@ -72,7 +72,7 @@ def _moved(moved: Moved) -> dict[str, Any]:
 def _act(admin: AdminPrincipal, conversation_id: str, action: Action, runtime: Runtime, **kw: Any) -> Any:
     bot = _conversation_bot(admin, conversation_id, runtime)
     try:
-        return _moved(runtime.handoff.act(bot, conversation_id, action, actor=admin.actor, **kw))
+        return _moved(runtime.handoff.act(bot, conversation_id, action, actor=admin.agent, **kw))
     except IllegalTransitionError as exc:
         raise ApiError(409, "illegal_transition", str(exc)) from None
 
@@ -135,7 +135,7 @@ async def reply(
         raise ApiError(422, "empty_message", "content must not be empty")
     return await run_in_threadpool(
         lambda: runtime.handoff.reply(
-            bot, conversation_id, actor=admin.actor, content=content, internal=body.internal
+            bot, conversation_id, actor=admin.agent, content=content, internal=body.internal
         )
     )
 

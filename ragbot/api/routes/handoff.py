@@ -66,7 +66,7 @@ async def request_handoff(
     if profile is None or not profile.handoff_enabled:
         raise ApiError(409, "handoff_disabled", "this bot does not hand conversations to people")
     reason = Reason.VISITOR_REQUEST if visitor is not None else Reason.ADMIN_REQUEST
-    actor = caller.actor if isinstance(caller, AdminPrincipal) else "visitor"
+    actor = caller.agent if isinstance(caller, AdminPrincipal) else "visitor"
     try:
         moved = await run_in_threadpool(
             lambda: runtime.handoff.request(

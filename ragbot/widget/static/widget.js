@@ -20,7 +20,7 @@
   var THUMB = "M7 10v11H3V10zm0 0l4-8c1.7 0 2.5 1 2.5 2.5L13 9h6a2 2 0 012 2.3l-1.3 7.6A2.5 2.5 0 0117.2 21H7";
 
   // ---------------------------------------------------------------- state (localStorage, per public key)
-  var st = { token: null, visitor_id: null, conversation_id: null, open: false };
+  var st = { token: null, visitor_id: null, conversation_id: null, open: false, lead: false };
   try {
     var saved = JSON.parse(localStorage.getItem(KEY) || "{}") || {};
     Object.keys(st).forEach(function (k) {
@@ -38,11 +38,10 @@
   }
 
   // ---------------------------------------------------------------- api client
-  function api(path, body, auth, accept) {
-    var headers = {};
+  function api(path, body, auth, headers, signal) {
+    headers = headers || {};
     if (body) headers["Content-Type"] = "application/json";
     if (auth && st.token) headers.Authorization = "Bearer " + st.token;
-    if (accept) headers.Accept = accept;
     return fetch(BASE + path, {
       method: body ? "POST" : "GET",
       headers: headers,
@@ -50,6 +49,7 @@
       credentials: "omit",
       mode: "cors",
       cache: "no-store",
+      signal: signal,
     });
   }
 
@@ -116,7 +116,10 @@
     }
     if (!res.ok) throw await failure(res, "The assistant is unavailable right now.");
     var data = await res.json();
-    if (st.visitor_id && data.visitor_id !== st.visitor_id) st.conversation_id = null; // not ours any more
+    if (st.visitor_id && data.visitor_id !== st.visitor_id) {
+      st.conversation_id = null; // not ours any more
+      st.lead = false;
+    }
     st.token = data.token;
     st.visitor_id = data.visitor_id;
     save();
@@ -124,29 +127,25 @@
     return data;
   }
 
-  // GET with the session token; a 401 renews the session once.
-  async function authedGet(path) {
+  // A request with the session token (POST when there is a body); a 401 renews the session once.
+  async function authed(path, body, headers, signal) {
     await session();
-    var res = await api(path, null, true);
+    var res = await api(path, body, true, headers && Object.assign({}, headers), signal);
     if (res.status === 401) {
       await session(true);
-      res = await api(path, null, true);
+      res = await api(path, body, true, headers, signal);
     }
     return res;
   }
 
   async function postChat(text) {
-    await session();
     function send() {
       var body = { message: text, stream: true };
       if (st.conversation_id) body.conversation_id = st.conversation_id;
-      return api("/v1/chat", body, true, "text/event-stream");
+      else body.page_url = location.href.slice(0, 2000); // kept with a new conversation
+      return authed("/v1/chat", body, { Accept: "text/event-stream" });
     }
     var res = await send();
-    if (res.status === 401) {
-      await session(true);
-      res = await send();
-    }
     if (res.status === 404 && st.conversation_id) {
       st.conversation_id = null; // the conversation is gone: start a new one
       save();
@@ -160,6 +159,7 @@
     var buf = "";
     var type = "";
     var data = [];
+    var id = null;
     function line(l) {
       if (l === "") {
         if (data.length) {
@@ -169,10 +169,11 @@
           } catch (e) {
             payload = null;
           }
-          if (payload) onEvent(type || "message", payload);
+          if (payload) onEvent(type || "message", payload, id);
         }
         type = "";
         data = [];
+        id = null;
         return;
       }
       if (l.charAt(0) === ":") return; // comment / keep-alive ping
@@ -181,6 +182,7 @@
       var value = i < 0 ? "" : l.slice(i + 1).replace(/^ /, "");
       if (field === "event") type = value;
       else if (field === "data") data.push(value);
+      else if (field === "id") id = value;
     }
     return function feed(chunk, end) {
       buf += chunk;
@@ -194,6 +196,7 @@
   }
 
   async function readEvents(res, onEvent, onChunk) {
+    onChunk = onChunk || function () {};
     var reader = res.body.getReader();
     var decoder = new TextDecoder();
     var feed = sseParser(onEvent);
@@ -382,6 +385,14 @@
     "textarea{flex:1;resize:none;font:inherit;font-size:16px;line-height:1.4;padding:8px 10px;border:1px solid #c9ced6;border-radius:8px;max-height:120px;color:#1f2328;background:#fff;margin:0}" +
     ".send{border:0;border-radius:8px;background:var(--a);color:var(--at);padding:0 14px;font-weight:600}" +
     ".send:disabled{opacity:.5;cursor:default}" +
+    ".status{padding:6px 14px;font-size:13px;color:#57606a;background:#f6f8fa;border-top:1px solid #e5e7eb}" +
+    ".leadform{max-height:60%;overflow-y:auto;padding:10px 14px;border-top:1px solid #e5e7eb;font-size:14px}" +
+    ".leadform p{margin:0 0 8px;font-weight:600}.leadform label{display:block;margin-bottom:8px}" +
+    ".leadform input,.more input{display:block;width:100%;font:inherit;font-size:16px;padding:6px 8px;border:1px solid #c9ced6;border-radius:6px;margin:2px 0 0;color:#1f2328;background:#fff}" +
+    ".leadform .consent{display:flex;gap:6px;font-size:13px}.leadform .consent input{width:auto;margin:3px 0 0}" +
+    ".fe{display:block;color:#8a1c13;font-size:13px}[aria-invalid=true]{border-color:#8a1c13!important}" +
+    ".row{display:flex;gap:8px}.row .send{padding:6px 14px}.skip{border:0;background:transparent;color:#57606a}" +
+    ".more{display:flex;gap:6px;margin-top:4px}.more input{font-size:14px;padding:4px 6px;margin:0}.more .send{padding:0 10px}" +
     "@media (max-width:480px){.rb:not(.inline) .panel{top:0;left:0;right:0;bottom:0;width:100%;max-width:none;height:100%;max-height:none;border-radius:0}.open .launcher{display:none}}" +
     "@media (prefers-reduced-motion:reduce){.typing::after{animation:none;width:1.2em}}";
 
@@ -428,6 +439,8 @@
   var welcome = log.appendChild(el("div", "msg bot", null, { "data-testid": "welcome" }));
   welcome.hidden = true;
   var starters = log.appendChild(el("div", "starters"));
+  var statusEl = panel.appendChild(el("div", "status", null, { role: "status", "data-testid": "handoff-status" }));
+  statusEl.hidden = true;
   var leadForm = panel.appendChild(el("div", "leadform", null, { "data-testid": "lead-form" }));
   leadForm.hidden = true;
   var errBox = panel.appendChild(el("div", "err", null, { role: "alert", "data-testid": "error" }));
@@ -465,7 +478,7 @@
       });
     });
     starters.hidden = !!log.querySelector(".visitor,.bot:not([data-testid=welcome]),.agent");
-    handoffBtn.hidden = !bot.features.handoff;
+    setMode(mode);
   }
 
   function svgIcon(d) {
@@ -498,6 +511,7 @@
     }
     scrollDown(true);
     if (focus) input.focus();
+    syncStream();
   }
 
   function close(returnFocus) {
@@ -509,6 +523,7 @@
     st.open = false;
     save();
     if (returnFocus) launcher.focus();
+    syncStream();
   }
 
   function scrollDown(force) {
@@ -533,7 +548,7 @@
   }
 
   // One message in the log: visitor text, or a bot/agent answer with its citations and actions row.
-  function addMessage(sender, content) {
+  function addMessage(sender, content, author) {
     starters.hidden = true;
     var m = { sender: sender, text: content || "", cites: {}, id: null };
     if (sender === "visitor") {
@@ -542,7 +557,7 @@
       m.el = el("div", "msg system", m.text, { "data-testid": "message-system" });
     } else {
       m.el = el("div", "msg " + (sender === "agent" ? "agent" : "bot"), null, { "data-testid": "message-bot", "data-sender": sender });
-      if (sender === "agent") m.el.appendChild(el("span", "label", "Support agent"));
+      if (sender === "agent") m.el.appendChild(el("span", "label", who(author) || "Support agent"));
       m.body = m.el.appendChild(el("div", "body"));
       m.citeList = m.el.appendChild(el("ol", "cites", null, { "aria-label": "Sources" }));
       m.actions = m.el.appendChild(el("div", "actions"));
@@ -579,13 +594,11 @@
     m.citeList.hidden = !m.citeList.firstChild;
     m.actions.textContent = "";
     if (bot.features.feedback && m.id && m.sender === "bot" && !m.streaming) {
-      [["feedback-up", "Helpful", 1], ["feedback-down", "Not helpful", -1]].forEach(function (b) {
-        var btn = m.actions.appendChild(el("button", null, null, { type: "button", "data-testid": b[0], "aria-label": b[1], "aria-pressed": String(m.vote === b[2]) }));
+      [["up", "Helpful"], ["down", "Not helpful"]].forEach(function (b) {
+        var btn = m.actions.appendChild(el("button", null, null, { type: "button", "data-testid": "feedback-" + b[0], "aria-label": b[1], "aria-pressed": String(m.vote === b[0]) }));
         btn.appendChild(svgIcon(THUMB));
         btn.addEventListener("click", function () {
-          m.vote = b[2];
-          sendFeedback(m.id, b[2]);
-          paint(m);
+          if (m.vote !== b[0]) sendFeedback(m, b[0]);
         });
       });
     }
@@ -599,19 +612,272 @@
     });
   }
 
-  // Hooks for features that have no backend route yet: wired, deliberately inert for now.
-  function sendFeedback(messageId, value) {
-    /* future: POST BASE/v1/feedback {message_id, value} when bot.features.feedback */
-    return [messageId, value];
+  function fail(e, retry) {
+    showError(e instanceof Failure ? e : new Failure("Connection lost.", !!retry), retry);
   }
-  function requestHandoff() {
-    /* future: ask for a human; the answer arrives as `handoff` / `agent_message` events */
+
+  function convPath(tail) {
+    return "/v1/conversations/" + encodeURIComponent(st.conversation_id) + tail;
   }
-  function renderLeadForm(data) {
-    /* future: build the lead form from a `lead_form` event into leadForm */
-    return data;
+
+  // ---------------------------------------------------------------- feedback (one vote per answer, changeable)
+  function sendFeedback(m, rating, comment) {
+    var before = m.vote;
+    m.vote = rating;
+    paint(m);
+    if (m.more) m.el.removeChild(m.more);
+    m.more = null;
+    if (rating === "down" && comment == null) {
+      // an optional word on what was wrong
+      m.more = m.el.appendChild(el("form", "more"));
+      var box = m.more.appendChild(el("input", null, null, { "aria-label": "What was wrong? (optional)", placeholder: "What was wrong? (optional)", maxlength: "2000", "data-testid": "feedback-comment" }));
+      m.more.appendChild(el("button", "send", "Send", { type: "submit", "data-testid": "feedback-send" }));
+      m.more.addEventListener("submit", function (e) {
+        e.preventDefault();
+        if (box.value.trim()) sendFeedback(m, "down", box.value.trim());
+      });
+    } else if (comment) m.more = m.el.appendChild(el("div", "label", "Thanks for the feedback."));
+    var body = { rating: rating };
+    if (comment) body.comment = comment;
+    // one request at a time per answer, in click order: the last vote is the one kept
+    m.fb = (m.fb || Promise.resolve()).then(async function () {
+      try {
+        var res = await authed("/v1/messages/" + encodeURIComponent(m.id) + "/feedback", body);
+        if (!res.ok) throw await failure(res, "Your feedback couldn't be sent.");
+        setMode((await res.json()).owner_mode); // a thumbs-down may bring in a person
+      } catch (e) {
+        if (m.vote === rating) {
+          m.vote = before;
+          paint(m);
+        }
+        fail(e);
+      }
+    });
+  }
+
+  // ---------------------------------------------------------------- people: handoff and the live events
+  var mode = "bot"; // who owns the conversation: bot | pending_human | human | resolved
+  var agentName = "";
+  var seen = {}; // ids of messages already shown
+  var thanked = {}; // leads already thanked for
+  var live = false; // the stored conversation is loaded: live events may start
+  var ev = { conv: null, last: 0, ctrl: null, timer: null, tries: 0 };
+
+  // "key:rb_1234567 (Alice)" -> "Alice": the visitor sees the agent's name, not the key.
+  function who(author) {
+    var m = /\(([^()]+)\)\s*$/.exec(author || "");
+    return m ? m[1] : "";
+  }
+
+  function setMode(m) {
+    if (typeof m === "string" && m) mode = m;
+    var people = mode === "pending_human" || mode === "human";
+    if (mode !== "human") agentName = "";
+    handoffBtn.hidden = !bot.features.handoff || !st.conversation_id || people;
+    statusEl.textContent = mode === "human" ? "You're chatting with " + (agentName || "our team") : "Waiting for a person\u2026";
+    statusEl.hidden = !people;
+    syncStream();
+  }
+
+  async function requestHandoff() {
+    if (!st.conversation_id) return;
+    handoffBtn.disabled = true;
+    clearError();
+    try {
+      var res = await authed(convPath("/handoff"), {});
+      if (!res.ok) {
+        var f = await failure(res, "Our team can't be reached right now.");
+        if (f.code === "handoff_disabled") {
+          bot.features.handoff = false;
+          f = new Failure("Talking to a person isn't available here.", false);
+        }
+        setMode(mode);
+        throw f;
+      }
+      var d = await res.json();
+      if (d.system_message) showLive(d.system_message);
+      if (d.lead_form) renderLeadForm(d.lead_form);
+      setMode(d.owner_mode);
+    } catch (e) {
+      fail(e, requestHandoff);
+    } finally {
+      handoffBtn.disabled = false;
+    }
   }
   handoffBtn.addEventListener("click", requestHandoff);
+
+  function showLive(d) {
+    if (!d || !d.id || seen[d.id] || d.internal || (d.sender_type !== "agent" && d.sender_type !== "system")) return;
+    seen[d.id] = 1;
+    if (d.sender_type === "agent" && who(d.author)) {
+      agentName = who(d.author);
+      setMode();
+    }
+    addMessage(d.sender_type, String(d.content || ""), d.author);
+  }
+
+  function onLive(type, d) {
+    if (type === "message") showLive(d); // visitor and bot messages: this page has them already
+    else if (type === "handoff") setMode(d.mode);
+    else if (type === "lead_form") renderLeadForm(d);
+    else if (type === "lead_saved") thank(d.lead_id);
+  }
+
+  // One event stream, for the current conversation, while the panel is open or people own it.
+  function syncStream() {
+    var want = live && st.conversation_id && (!panel.hidden || mode === "pending_human" || mode === "human");
+    if (!want || ev.conv !== st.conversation_id) stopStream();
+    if (want && !ev.ctrl && !ev.timer) openStream();
+  }
+
+  function stopStream() {
+    clearTimeout(ev.timer);
+    ev.timer = null;
+    if (ev.ctrl) ev.ctrl.abort();
+    ev.ctrl = null;
+  }
+
+  async function openStream() {
+    if (ev.conv !== st.conversation_id) {
+      ev.conv = st.conversation_id;
+      ev.last = 0; // a new conversation: everything it has
+      ev.tries = 0;
+    }
+    var ctrl = (ev.ctrl = new AbortController());
+    var headers = { Accept: "text/event-stream" };
+    if (ev.last) headers["Last-Event-ID"] = String(ev.last);
+    var gone = false;
+    try {
+      var res = await authed(convPath("/events"), null, headers, ctrl.signal);
+      gone = [403, 404].indexOf(res.status) >= 0;
+      if (res.ok) {
+        ev.tries = 0;
+        await readEvents(res, function (type, d, id) {
+          if (ctrl !== ev.ctrl) return;
+          if (id && +id > ev.last) ev.last = +id;
+          onLive(type, d);
+        });
+      }
+    } catch (e) {
+      /* dropped, or stopped on purpose */
+    }
+    if (ctrl !== ev.ctrl) return; // stopped or replaced meanwhile
+    ev.ctrl = null;
+    if (gone) return;
+    var wait = Math.min(30000, 1000 * Math.pow(2, ev.tries++)) * (0.75 + Math.random() / 2);
+    ev.timer = setTimeout(function () {
+      ev.timer = null;
+      syncStream();
+    }, wait);
+  }
+  addEventListener("pagehide", stopStream);
+  addEventListener("pageshow", function (e) {
+    if (e.persisted) syncStream();
+  });
+
+  // ---------------------------------------------------------------- lead form
+  var LABELS = { email: "Email", name: "Name", phone: "Phone", company: "Company" };
+
+  function renderLeadForm(data) {
+    var spec = (data && data.form) || bot.lead_form;
+    if (!spec || !Array.isArray(spec.fields) || !leadForm.hidden) return;
+    leadForm.textContent = "";
+    var f = leadForm.appendChild(el("form", null, null, { novalidate: "" }));
+    f.appendChild(el("p", null, String(spec.title || "Leave your details")));
+    var inputs = {};
+    var errs = {};
+    function slot(name, parent) {
+      errs[name] = parent.appendChild(el("span", "fe", null, { "data-testid": "lead-error-" + (name || "form"), id: "rb-e-" + name }));
+      errs[name].hidden = true;
+    }
+    spec.fields.forEach(function (fd) {
+      var name = String(fd.name);
+      var label = f.appendChild(el("label"));
+      label.appendChild(el("span", null, (fd.label || LABELS[name] || name.replace(/^custom:/, "")) + (fd.required ? " *" : "")));
+      inputs[name] = label.appendChild(
+        el("input", null, null, {
+          type: name === "email" ? "email" : name === "phone" ? "tel" : "text",
+          name: name,
+          autocomplete: { email: "email", name: "name", phone: "tel", company: "organization" }[name] || "off",
+          "aria-required": String(!!fd.required),
+          "aria-describedby": "rb-e-" + name,
+          "data-testid": "lead-" + name,
+        })
+      );
+      slot(name, label);
+    });
+    var consent = null;
+    if (spec.consent_text) {
+      var c = f.appendChild(el("label", "consent"));
+      consent = c.appendChild(el("input", null, null, { type: "checkbox", "data-testid": "lead-consent", "aria-describedby": "rb-e-consent" }));
+      c.appendChild(el("span", null, String(spec.consent_text)));
+      slot("consent", f);
+    }
+    slot("", f);
+    var row = f.appendChild(el("div", "row"));
+    var submit = row.appendChild(el("button", "send", "Send", { type: "submit", "data-testid": "lead-submit" }));
+    row.appendChild(el("button", "skip", "Not now", { type: "button", "data-testid": "lead-dismiss" })).addEventListener("click", function () {
+      leadForm.hidden = true;
+    });
+    f.addEventListener("submit", async function (e) {
+      e.preventDefault();
+      var fields = {};
+      Object.keys(inputs).forEach(function (k) {
+        if (inputs[k].value.trim()) fields[k] = inputs[k].value.trim();
+      });
+      var utm = {};
+      new URLSearchParams(location.search).forEach(function (v, k) {
+        if (/^utm_(source|medium|campaign|term|content)$/.test(k)) utm[k] = v.slice(0, 200);
+      });
+      var body = { fields: fields, consent: !!(consent && consent.checked), page_url: location.href.slice(0, 2000) };
+      if (Object.keys(utm).length) body.utm = utm;
+      Object.keys(errs).forEach(function (k) {
+        errs[k].hidden = true;
+        errs[k].textContent = "";
+        if (inputs[k]) inputs[k].removeAttribute("aria-invalid");
+      });
+      function mark(k, text) {
+        var box = errs[k] || errs[""];
+        box.textContent += (errs[k] ? "" : (box.textContent ? " " : "") + (k ? k + ": " : "")) + text;
+        box.hidden = false;
+        if (inputs[k]) inputs[k].setAttribute("aria-invalid", "true");
+      }
+      submit.disabled = true;
+      try {
+        var res = await authed(st.conversation_id ? convPath("/lead") : "/v1/leads", body);
+        if (res.status === 422) {
+          var j = await res.json().catch(function () {
+            return {};
+          });
+          var bad = j.fields || (j.error && j.error.fields) || { "": "Please check the form." };
+          Object.keys(bad).forEach(function (k) {
+            mark(k, String(bad[k]));
+          });
+          var first = f.querySelector("[aria-invalid=true]");
+          if (first) first.focus();
+          return;
+        }
+        if (!res.ok) throw await failure(res, "Your details couldn't be sent.");
+        st.lead = true;
+        save();
+        thank((await res.json()).lead_id);
+      } catch (x) {
+        mark("", x instanceof Failure ? x.text : "Connection lost.");
+      } finally {
+        submit.disabled = false;
+      }
+    });
+    leadForm.hidden = false;
+    scrollDown(true);
+  }
+
+  function thank(id) {
+    leadForm.hidden = true;
+    leadForm.textContent = "";
+    if (thanked[id]) return;
+    thanked[id] = 1;
+    addMessage("system", "Thanks! We've got your details and will be in touch.").el.setAttribute("data-testid", "lead-thanks");
+  }
 
   // ---------------------------------------------------------------- chat turn
   async function ask(text, retrying) {
@@ -634,36 +900,45 @@
         throw e instanceof Failure ? e : new Failure("Connection lost.", true);
       }
       if (!res.ok) throw await failure(res, "The assistant is unavailable right now.");
-      m = addMessage("bot", "");
-      m.streaming = true;
+      var bubble = function () {
+        if (!m) {
+          m = addMessage("bot", "");
+          m.streaming = true;
+          paint(m);
+        }
+        return m;
+      };
+      if (mode === "bot") bubble(); // typing... (people answer through the live events instead)
       log.setAttribute("aria-busy", "true");
-      paint(m);
       var streamError = null;
       try {
         await readEvents(
           res,
           function (type, d) {
-            if (type === "start" || type === "done") {
-              if (d.conversation_id) {
-                st.conversation_id = d.conversation_id;
-                save();
-              }
+            if ((type === "start" || type === "done") && d.conversation_id && d.conversation_id !== st.conversation_id) {
+              st.conversation_id = d.conversation_id;
+              save();
+              setMode(); // the handoff button and the live events belong to a conversation
             }
-            if (type === "delta" && typeof d.text === "string") m.text += d.text;
-            else if (type === "citation") setCitations(m, [d]);
+            if (type === "delta" && typeof d.text === "string") bubble().text += d.text;
+            else if (type === "citation") setCitations(bubble(), [d]);
             else if (type === "error") streamError = new Failure(String(d.message || "Something went wrong."), true);
             else if (type === "done") {
               ended = true;
-              m.id = d.message_id || null;
-              if (typeof d.answer === "string" && d.answer) m.text = d.answer;
-              setCitations(m, d.citations);
-            } else if (type === "agent_message") addMessage("agent", String(d.content || ""));
-            else if (type === "system") addMessage("system", String(d.content || ""));
-            else if (type === "lead_form") renderLeadForm(d);
-            // handoff and anything unknown: ignored for now
+              setMode(d.owner_mode);
+              if (d.status === "forwarded" || d.status === "superseded") {
+                // people own the conversation: no bot answer (a superseded one is withdrawn)
+                if (m) m.text = "";
+                if (m) m.cites = {};
+              } else {
+                bubble().id = d.message_id || null;
+                if (typeof d.answer === "string" && d.answer) m.text = d.answer;
+                setCitations(m, d.citations);
+              }
+            }
           },
           function () {
-            paint(m);
+            if (m) paint(m);
           }
         );
       } catch (e) {
@@ -688,7 +963,7 @@
   // ---------------------------------------------------------------- restore the stored conversation
   async function loadHistory() {
     if (!st.conversation_id) return;
-    var res = await authedGet("/v1/conversations/" + encodeURIComponent(st.conversation_id));
+    var res = await authed(convPath(""));
     if (res.status === 404) {
       st.conversation_id = null;
       save();
@@ -696,22 +971,32 @@
     }
     if (!res.ok) return;
     var data = await res.json();
+    ev.conv = st.conversation_id;
+    ev.last = +data.last_event_id || 0; // live events resume after what this shows
     (data.messages || []).forEach(function (msg) {
       var sender = ["visitor", "bot", "agent", "system"].indexOf(msg.sender_type) >= 0 ? msg.sender_type : "bot";
+      seen[msg.id] = 1;
       if (!msg.content && !(msg.citations || []).length) return; // e.g. an answer that failed before a word
-      var m = addMessage(sender, String(msg.content || ""));
+      if (sender === "agent") agentName = who(msg.author) || agentName;
+      var m = addMessage(sender, String(msg.content || ""), msg.author);
       if (m.body) {
         m.id = msg.id;
         setCitations(m, msg.citations);
         paint(m);
       }
     });
+    setMode(data.owner_mode);
     scrollDown(true);
   }
 
   function boot() {
     ready = session()
       .then(loadHistory)
+      .then(function () {
+        live = true;
+        setMode();
+        if (bot.ask_lead_before_chat && !st.conversation_id && !st.lead) renderLeadForm({ reason: "before_chat" });
+      })
       .catch(function (e) {
         showError(e instanceof Failure ? e : new Failure("The assistant is unavailable right now.", true), boot);
       });
