@@ -49,6 +49,12 @@ class ChatRequest(BaseModel):
         max_length=2000,
         description="The page the visitor is on (kept with a new conversation).",
     )
+    test: bool = Field(
+        default=False,
+        description=(
+            "Preview/test traffic, left out of analytics: admin keys, or the widget on ragbot's demo page."
+        ),
+    )
     bot_id: str | None = Field(
         default=None,
         description=(

@@ -115,6 +115,9 @@ class Bot(Base):
     office_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # None: always open
     # leads: fields, required ones, consent text and version, when to ask
     lead_form: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # None: no form
+    # privacy
+    retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: keep
+    redact_questions: Mapped[bool] = mapped_column(default=False)
 
 
 class BotAuditEntry(Base):
@@ -168,6 +171,8 @@ class Conversation(Base):
     ungrounded_streak: Mapped[int] = mapped_column(Integer, default=0)
     #: Where the visitor was when the conversation started (widget), for agents and leads.
     page_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Preview or test traffic (the demo page, a test flag): left out of analytics.
+    is_test: Mapped[bool] = mapped_column(default=False)
     owner_mode: Mapped[str] = mapped_column(String(20), default="bot")  # types.OwnerMode
     title: Mapped[str] = mapped_column(String(300), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -198,6 +203,12 @@ class Message(Base):
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Time to the first answer token, from the visitor's message (bot answers; for analytics).
+    first_token_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: What the provider reported for this answer, where it reports it.
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: An agent's note to colleagues: stored with the conversation, never shown to the visitor.
     internal: Mapped[bool] = mapped_column(default=False)
     #: Who wrote it when a person did (the agent's identity).

@@ -197,6 +197,7 @@ def create_conversation(
     owner_mode: OwnerMode | str = OwnerMode.BOT,
     visitor_id: str | None = None,
     page_url: str | None = None,
+    is_test: bool = False,
 ) -> Conversation:
     ensure_bot(session, bot_id)
     conversation = Conversation(
@@ -205,6 +206,7 @@ def create_conversation(
         owner_mode=OwnerMode(owner_mode).value,
         visitor_id=visitor_id,
         page_url=page_url,
+        is_test=is_test,
     )
     session.add(conversation)
     session.flush()
@@ -302,6 +304,8 @@ def add_message(
     latency_ms: float | None = None,
     internal: bool = False,
     author: str | None = None,
+    first_token_ms: float | None = None,
+    usage: dict[str, Any] | None = None,
 ) -> Message:
     """Append a message with the next ``seq`` of its conversation.
 
@@ -338,6 +342,10 @@ def add_message(
         created_at=now,
         internal=internal,
         author=None if author is None else _fit(Message.author, author),
+        first_token_ms=first_token_ms,
+        prompt_tokens=(usage or {}).get("prompt_tokens"),
+        completion_tokens=(usage or {}).get("completion_tokens"),
+        cost_usd=(usage or {}).get("cost_usd"),
     )
     session.add(message)
     session.flush()

@@ -137,6 +137,9 @@ class _StreamPump:
                 text = _delta_text(chunk)
                 if text:
                     self._queue.put(("text", text))
+                usage = _usage(chunk)
+                if usage is not None:
+                    self._queue.put(("usage", usage))
             if _ended_without_finish_reason(stream):
                 raise _TruncatedStreamError(
                     "the stream ended without a finish reason (connection closed early)"
@@ -161,6 +164,17 @@ def _delta_text(chunk: Any) -> str:
     delta = getattr(choices[0], "delta", None)
     content = getattr(delta, "content", None) if delta is not None else None
     return content if isinstance(content, str) else ""
+
+
+def _usage(chunk: Any) -> tuple[int, int] | None:
+    """(prompt, completion) tokens, on the chunk where the provider reports them (OpenAI-style
+    ``include_usage``: the last one); None elsewhere."""
+    usage = getattr(chunk, "usage", None)
+    prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
+    completion = getattr(usage, "completion_tokens", None) if usage is not None else None
+    if isinstance(prompt, int) and isinstance(completion, int) and (prompt or completion):
+        return prompt, completion
+    return None
 
 
 def _ended_without_finish_reason(stream: Any) -> bool:
@@ -265,6 +279,8 @@ class LiteLLMChat:
 
             self._local = register_local_provider(settings.cache_dir)
         self.last_model: str | None = None  # the deployment that produced the last successful stream
+        #: ``{"prompt_tokens", "completion_tokens", "cost_usd"}`` of the last stream, where reported.
+        self.last_usage: dict[str, Any] | None = None
 
     @property
     def model_name(self) -> str:
@@ -305,6 +321,7 @@ class LiteLLMChat:
 
     def stream(self, messages: Sequence[ChatMessage]) -> Iterator[str]:
         settings = self._settings
+        self.last_usage = None
         deadline = time.monotonic() + settings.llm_total_timeout_s
         payload = [{"role": m["role"], "content": m["content"]} for m in messages]
         failures: list[tuple[Deployment, int, BaseException]] = []
@@ -378,6 +395,8 @@ class LiteLLMChat:
             "max_retries": 0,  # retries are ours: the SDKs' own would hide attempts and ignore our deadline
             "num_retries": 0,
         }
+        if deployment.model.startswith("openai/") or "/" not in deployment.model:
+            kwargs["stream_options"] = {"include_usage": True}  # usage arrives on the last chunk
         if deployment.api_base:
             kwargs["api_base"] = deployment.api_base
         if deployment.api_key:
@@ -401,12 +420,27 @@ class LiteLLMChat:
                 if kind == "text":
                     received = True
                     yield value
+                elif kind == "usage":
+                    self.last_usage = self._priced(deployment, *value)
                 elif kind == "end":
                     return
                 else:
                     raise value
         finally:
             pump.cancel()
+
+    def _priced(self, deployment: Deployment, prompt: int, completion: int) -> dict[str, Any]:
+        """Reported token counts and, where LiteLLM's bundled price list knows the model, the cost."""
+        cost: float | None = None
+        if not deployment.is_local:
+            try:
+                prompt_cost, completion_cost = self._litellm.cost_per_token(
+                    model=deployment.model, prompt_tokens=prompt, completion_tokens=completion
+                )
+                cost = float(prompt_cost) + float(completion_cost)
+            except Exception:  # a model without a price: tokens are still worth keeping
+                cost = None
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": cost}
 
     def _backoff(self, attempt: int, error: BaseException) -> float:
         delay: float = self._settings.llm_retry_backoff_s * (2 ** (attempt - 1)) * random.uniform(0.75, 1.25)

@@ -189,6 +189,7 @@ class _Progress:
     error: str | None = None
     message_id: str | None = None  # the bot's message, once committed
     superseded: bool = False  # a handoff overtook the answer: nothing of it is stored
+    first_token_ms: float | None = None  # from the visitor's message to the first answer text
 
     @property
     def answer(self) -> str:
@@ -252,12 +253,15 @@ class ChatService:
         *,
         visitor_id: str | None = None,
         page_url: str | None = None,
+        is_test: bool = False,
     ) -> TurnResult:
         """Blocking form of a turn; raises ``AnswerFailedError`` when no answer could be produced
         (``TurnFailedError`` when the cause was not the LLM)."""
         result: TurnResult | None = None
         error_code: str | None = None
-        for event in self.stream(bot_id, message, conversation_id, visitor_id=visitor_id, page_url=page_url):
+        for event in self.stream(
+            bot_id, message, conversation_id, visitor_id=visitor_id, page_url=page_url, is_test=is_test
+        ):
             if event.type is EventType.ERROR:
                 error_code = event.data.get("code")
             elif event.type is EventType.DONE:
@@ -287,6 +291,7 @@ class ChatService:
         *,
         visitor_id: str | None = None,
         page_url: str | None = None,
+        is_test: bool = False,
     ) -> Generator[ChatEvent, None, None]:
         """The turn as events. Closing it early (the client went away) stores what was generated so far.
 
@@ -299,7 +304,12 @@ class ChatService:
             profile = BotProfile.of(repo.ensure_bot(s, bot_id), self._settings)
             if conversation_id is None:
                 conv = repo.create_conversation(
-                    s, bot_id, title=message[:120], visitor_id=visitor_id, page_url=page_url
+                    s,
+                    bot_id,
+                    title=message[:120],
+                    visitor_id=visitor_id,
+                    page_url=page_url,
+                    is_test=is_test,
                 )
             else:
                 found = repo.get_conversation(s, bot_id, conversation_id)
@@ -448,6 +458,8 @@ class ChatService:
                 for delta in deltas:
                     visible = parser.feed(delta)
                     if visible:
+                        if progress.first_token_ms is None:
+                            progress.first_token_ms = (time.perf_counter() - started) * 1000
                         yield progress.delta(visible)
                     if time.monotonic() - checked >= MODE_CHECK_S:
                         checked = time.monotonic()
@@ -499,6 +511,8 @@ class ChatService:
                     standalone_query=standalone,
                     model=_answering_model(llm, profile.llm_model),
                     latency_ms=latency_ms,
+                    first_token_ms=progress.first_token_ms,
+                    usage=getattr(llm, "last_usage", None),
                 )
                 repo.add_citations(s, bot_id, bot_msg.id, citations)
                 repo.add_retrieval_log(
@@ -614,6 +628,7 @@ class ChatService:
                     status=MessageStatus.REFUSED,
                     standalone_query=standalone,
                     latency_ms=(time.perf_counter() - started) * 1000,
+                    first_token_ms=(time.perf_counter() - started) * 1000,
                 )
                 repo.add_retrieval_log(s, bot_id, bot_msg.id, standalone, hits, set())
                 repo.record_unanswered(s, bot_id, conv_id, bot_msg.id, question, top_score)

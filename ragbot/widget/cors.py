@@ -1,4 +1,5 @@
-"""CORS for the routes a widget calls from other sites' pages (visitor session, chat, its conversation).
+"""CORS for the routes a widget calls from other sites' pages (visitor session, chat, its conversation and
+its live events, handoff, feedback on answers, leads).
 
 Browsers ask first (preflight) because the widget sends ``Authorization`` and JSON. The answer here only
 lets the browser *send* the request: whether the page's origin may use a bot is decided by the route,
@@ -13,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["WidgetCorsMiddleware"]
 
-_PATHS = ("/v1/widget/", "/v1/chat", "/v1/conversations/")
+_PATHS = ("/v1/widget/", "/v1/chat", "/v1/conversations/", "/v1/messages/", "/v1/leads")
 _ALLOW_HEADERS = "authorization, content-type, last-event-id"
 _ALLOW_METHODS = "GET, POST"
 _EXPOSE_HEADERS = "retry-after"

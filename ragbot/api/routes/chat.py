@@ -16,7 +16,7 @@ from ragbot.api.schemas import ChatRequest, ChatResponse, ErrorOut
 from ragbot.runtime import Runtime
 from ragbot.services.chat import TurnFailedError, internal_failure_events
 from ragbot.tenancy.bots import BotProfile
-from ragbot.tenancy.deps import CallerDep, admin_bot_id
+from ragbot.tenancy.deps import CallerDep, admin_bot_id, server_origin
 from ragbot.tenancy.principals import AdminPrincipal, Caller
 from ragbot.tenancy.quotas import chat_limits, refusal_message
 from ragbot.types import ChatEvent, EventType
@@ -91,6 +91,12 @@ def _chat_bot(caller: Caller, body: ChatRequest, runtime: Runtime) -> BotProfile
     return profile
 
 
+def _same_origin(request: Request) -> bool:
+    """A page ragbot served itself (the demo page): the only visitor traffic that may call itself a test."""
+    origin = request.headers.get("origin")
+    return origin is not None and origin == server_origin(request)
+
+
 def _check_quota(request: Request, caller: Caller, profile: BotProfile, runtime: Runtime) -> None:
     client_ip = request.client.host if request.client else None
     decision = runtime.rate_limiter.hit(chat_limits(profile, caller, client_ip))
@@ -141,11 +147,17 @@ def chat(
     profile = _chat_bot(caller, body, runtime)
     _check_quota(request, caller, profile, runtime)
     visitor_id = None if isinstance(caller, AdminPrincipal) else caller.visitor_id
+    is_test = body.test and (isinstance(caller, AdminPrincipal) or _same_origin(request))
     service = runtime.chat_service
     if not body.stream:
         try:
             result = service.ask(
-                profile.id, message, body.conversation_id, visitor_id=visitor_id, page_url=body.page_url
+                profile.id,
+                message,
+                body.conversation_id,
+                visitor_id=visitor_id,
+                page_url=body.page_url,
+                is_test=is_test,
             )
         except TurnFailedError as exc:  # not the LLM: the index or the database (the cause is logged)
             raise ApiError(
@@ -154,7 +166,12 @@ def chat(
         return ChatResponse.model_validate(result, from_attributes=True)
 
     events = service.stream(
-        profile.id, message, body.conversation_id, visitor_id=visitor_id, page_url=body.page_url
+        profile.id,
+        message,
+        body.conversation_id,
+        visitor_id=visitor_id,
+        page_url=body.page_url,
+        is_test=is_test,
     )
     first = next(events)  # runs the lookup now, so an unknown conversation is a 404, not a broken stream
 

@@ -557,7 +557,7 @@
       m.el = el("div", "msg system", m.text, { "data-testid": "message-system" });
     } else {
       m.el = el("div", "msg " + (sender === "agent" ? "agent" : "bot"), null, { "data-testid": "message-bot", "data-sender": sender });
-      if (sender === "agent") m.el.appendChild(el("span", "label", who(author) || "Support agent"));
+      if (sender === "agent") m.el.appendChild(el("span", "label", String(author || "Support agent")));
       m.body = m.el.appendChild(el("div", "body"));
       m.citeList = m.el.appendChild(el("ol", "cites", null, { "aria-label": "Sources" }));
       m.actions = m.el.appendChild(el("div", "actions"));
@@ -663,12 +663,6 @@
   var live = false; // the stored conversation is loaded: live events may start
   var ev = { conv: null, last: 0, ctrl: null, timer: null, tries: 0 };
 
-  // "key:rb_1234567 (Alice)" -> "Alice": the visitor sees the agent's name, not the key.
-  function who(author) {
-    var m = /\(([^()]+)\)\s*$/.exec(author || "");
-    return m ? m[1] : "";
-  }
-
   function setMode(m) {
     if (typeof m === "string" && m) mode = m;
     var people = mode === "pending_human" || mode === "human";
@@ -709,8 +703,8 @@
   function showLive(d) {
     if (!d || !d.id || seen[d.id] || d.internal || (d.sender_type !== "agent" && d.sender_type !== "system")) return;
     seen[d.id] = 1;
-    if (d.sender_type === "agent" && who(d.author)) {
-      agentName = who(d.author);
+    if (d.sender_type === "agent" && d.author) {
+      agentName = String(d.author);
       setMode();
     }
     addMessage(d.sender_type, String(d.content || ""), d.author);
@@ -977,7 +971,7 @@
       var sender = ["visitor", "bot", "agent", "system"].indexOf(msg.sender_type) >= 0 ? msg.sender_type : "bot";
       seen[msg.id] = 1;
       if (!msg.content && !(msg.citations || []).length) return; // e.g. an answer that failed before a word
-      if (sender === "agent") agentName = who(msg.author) || agentName;
+      if (sender === "agent" && msg.author) agentName = String(msg.author);
       var m = addMessage(sender, String(msg.content || ""), msg.author);
       if (m.body) {
         m.id = msg.id;
