@@ -284,3 +284,49 @@ def keys_revoke(key_id: str) -> None:
     finally:
         runtime.close()
     typer.echo(f"revoked {key_id}")
+
+
+visitors_app = typer.Typer(no_args_is_help=True, help="Personal data: forget one visitor (GDPR erasure).")
+
+
+@visitors_app.command("forget")
+def visitors_forget(
+    who: Annotated[str, typer.Argument(help="A visitor id or an email address.")],
+    bot: Annotated[str, typer.Option("--bot", help="The bot whose data to erase.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Erase one person from a bot: conversations, messages, feedback, leads, and every webhook delivery
+    that mentions them. Prints what was removed."""
+    from ragbot.privacy.retention import forget_visitor
+
+    runtime = _runtime()
+    try:
+        if runtime.bots.get(bot) is None:
+            _fail(f"no bot with id {bot!r}", 2)
+        removed = forget_visitor(runtime.session_factory, bot, who)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    finally:
+        runtime.close()
+    if as_json:
+        _print_json({"bot_id": bot, "removed": removed})
+    else:
+        typer.echo(", ".join(f"{n} {kind}" for kind, n in removed.items()) + f" removed for {who}")
+
+
+def purge_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Apply every bot's retention now (``ragbot serve`` and ``ragbot worker`` also do it hourly)."""
+    from ragbot.privacy.retention import purge_expired
+
+    runtime = _runtime()
+    try:
+        report = purge_expired(runtime.session_factory)
+    finally:
+        runtime.close()
+    if as_json:
+        _print_json(report)
+    elif not report:
+        typer.echo("nothing past any bot's retention")
+    else:
+        for bot_id, removed in report.items():
+            typer.echo(f"{bot_id}: " + ", ".join(f"{n} {kind}" for kind, n in removed.items()))

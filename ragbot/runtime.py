@@ -201,9 +201,10 @@ class Runtime:
 
     @cached_property
     def background(self) -> Background:
+        from ragbot.privacy.retention import purge_expired
         from ragbot.services.background import Background
 
-        return Background(self.webhook_worker, self.handoff)
+        return Background(self.webhook_worker, self.handoff, lambda: purge_expired(self.session_factory))
 
     def delete_bot(self, bot_id: str, *, actor: str) -> dict[str, int]:
         """Delete a bot everywhere: its vectors, its rows, and what this process learned about it."""

@@ -158,6 +158,8 @@ class BotOut(BaseModel):
     agent_claim_timeout_s: int
     office_hours: dict[str, Any] | None
     lead_form: dict[str, Any] | None
+    retention_days: int | None = None
+    redact_questions: bool = False
     created_at: datetime
     updated_at: datetime | None
     updated_by: str | None

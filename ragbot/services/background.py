@@ -1,11 +1,13 @@
-"""What runs beside the API in every process: the webhook delivery worker and the handoff timers
-(offering the lead form where nobody claimed a conversation in time). Both read their work from the
-database, so any number of processes can run them side by side."""
+"""What runs beside the API in every process: the webhook delivery worker, the handoff timers (offering
+the lead form where nobody claimed a conversation in time) and the hourly retention purge. All read their
+work from the database, so any number of processes can run them side by side."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,11 +21,19 @@ __all__ = ["Background"]
 
 class Background:
     def __init__(
-        self, webhooks: WebhookWorker, handoff: HandoffService, *, sweep_every_s: float = 15.0
+        self,
+        webhooks: WebhookWorker,
+        handoff: HandoffService,
+        purge: Callable[[], dict[str, dict[str, int]]] | None = None,
+        *,
+        sweep_every_s: float = 15.0,
+        purge_every_s: float = 3600.0,
     ) -> None:
         self._webhooks = webhooks
         self._handoff = handoff
+        self._purge = purge
         self._sweep_every_s = sweep_every_s
+        self._purge_every_s = purge_every_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -43,6 +53,7 @@ class Background:
         self._webhooks.stop()
 
     def _timers(self) -> None:
+        next_purge = time.monotonic()
         while not self._stop.wait(self._sweep_every_s):
             try:
                 offered = self._handoff.sweep_unclaimed()
@@ -50,3 +61,11 @@ class Background:
                     log.info("offered the lead form in %d unclaimed conversations", offered)
             except Exception:  # the database may be restarting: try again at the next tick
                 log.warning("handoff timers failed; retrying", exc_info=True)
+            if self._purge is not None and time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + self._purge_every_s
+                try:
+                    purged = self._purge()
+                    if purged:
+                        log.info("retention purge removed %s", purged)
+                except Exception:
+                    log.warning("retention purge failed; retrying next hour", exc_info=True)

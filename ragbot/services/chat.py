@@ -36,6 +36,7 @@ from ragbot.handoff.intent import asks_for_human
 from ragbot.handoff.service import Moved, message_event, move, offer_lead_form
 from ragbot.handoff.states import Action, Reason
 from ragbot.leads.form import ask_after_messages
+from ragbot.privacy.redaction import redact
 from ragbot.retrieval.retriever import Retriever
 from ragbot.tenancy.bots import BotProfile
 from ragbot.types import ChatEvent, Citation, EventType, Hit, MessageStatus, OwnerMode, SenderType
@@ -190,6 +191,10 @@ class _Progress:
     message_id: str | None = None  # the bot's message, once committed
     superseded: bool = False  # a handoff overtook the answer: nothing of it is stored
     first_token_ms: float | None = None  # from the visitor's message to the first answer text
+    redact: bool = False  # the bot stores what visitors type masked (``Bot.redact_questions``)
+
+    def mask(self, text: str) -> str:
+        return redact(text) if self.redact else text
 
     @property
     def answer(self) -> str:
@@ -302,11 +307,12 @@ class ChatService:
         moved: Moved | None = None
         with session_scope(self._sessions) as s:
             profile = BotProfile.of(repo.ensure_bot(s, bot_id), self._settings)
+            stored = redact(message) if profile.redact_questions else message  # the model sees `message`
             if conversation_id is None:
                 conv = repo.create_conversation(
                     s,
                     bot_id,
-                    title=message[:120],
+                    title=stored[:120],
                     visitor_id=visitor_id,
                     page_url=page_url,
                     is_test=is_test,
@@ -318,7 +324,7 @@ class ChatService:
                 # the mode is read under the conversation's lock: a handoff cannot slip in between
                 conv = repo.lock_conversation(s, bot_id, conversation_id)
             history = repo.history(s, bot_id, conv.id)
-            visitor = repo.add_message(s, bot_id, conv.id, SenderType.VISITOR, message)
+            visitor = repo.add_message(s, bot_id, conv.id, SenderType.VISITOR, stored)
             self._record_message(s, conv, visitor)
             moved = self._visitor_moves(s, conv, profile, message)
             conv_id, visitor_message_id, owner_mode = conv.id, visitor.id, conv.owner_mode
@@ -351,7 +357,9 @@ class ChatService:
         self, profile: BotProfile, conv_id: str, question: str, history: list[ChatMessage], started: float
     ) -> Iterator[ChatEvent]:
         """The turn after ``start``: whatever fails, it ends with ``done`` and nothing is lost."""
-        progress = _Progress(standalone=question, configured_model=profile.llm_model)
+        progress = _Progress(
+            standalone=question, configured_model=profile.llm_model, redact=profile.redact_questions
+        )
         bot_id = profile.id
         try:
             yield from self._answer_steps(progress, profile, conv_id, question, history, started)
@@ -396,7 +404,7 @@ class ChatService:
                     progress.answer,
                     status=progress.status,
                     error=progress.error,
-                    standalone_query=progress.standalone,
+                    standalone_query=progress.mask(progress.standalone),
                     model=_answering_model(progress.llm, progress.configured_model),
                     latency_ms=(time.perf_counter() - started) * 1000,
                 )
@@ -508,7 +516,7 @@ class ChatService:
                     answer,
                     status=status,
                     error=error,
-                    standalone_query=standalone,
+                    standalone_query=progress.mask(standalone),
                     model=_answering_model(llm, profile.llm_model),
                     latency_ms=latency_ms,
                     first_token_ms=progress.first_token_ms,
@@ -516,7 +524,7 @@ class ChatService:
                 )
                 repo.add_citations(s, bot_id, bot_msg.id, citations)
                 repo.add_retrieval_log(
-                    s, bot_id, bot_msg.id, standalone, hits, {c.chunk.id for c in citations}
+                    s, bot_id, bot_msg.id, progress.mask(standalone), hits, {c.chunk.id for c in citations}
                 )
                 self._record_message(s, conv, bot_msg)
                 grounded = status is MessageStatus.COMPLETE and bool(citations)
@@ -626,12 +634,12 @@ class ChatService:
                     SenderType.BOT,
                     text,
                     status=MessageStatus.REFUSED,
-                    standalone_query=standalone,
+                    standalone_query=progress.mask(standalone),
                     latency_ms=(time.perf_counter() - started) * 1000,
                     first_token_ms=(time.perf_counter() - started) * 1000,
                 )
-                repo.add_retrieval_log(s, bot_id, bot_msg.id, standalone, hits, set())
-                repo.record_unanswered(s, bot_id, conv_id, bot_msg.id, question, top_score)
+                repo.add_retrieval_log(s, bot_id, bot_msg.id, progress.mask(standalone), hits, set())
+                repo.record_unanswered(s, bot_id, conv_id, bot_msg.id, progress.mask(question), top_score)
                 self._record_message(s, conv, bot_msg)
                 moved = self._after_answer(s, conv, profile, grounded=False, failed=False)
                 progress.message_id = bot_msg.id

@@ -91,6 +91,13 @@ class BotChanges(BaseModel):
         default=None, description='{"timezone": "Europe/Berlin", "days": {"mon": ["09:00", "17:00"]}}'
     )
     lead_form: LeadForm | None = Field(default=None, description="Contact form; null: none.")
+    retention_days: int | None = Field(
+        default=None, ge=1, le=3650, description="Delete conversations and leads older than this; null: keep."
+    )
+    redact_questions: bool | None = Field(
+        default=None,
+        description="Mask emails, phone and card numbers in what visitors type before storing it.",
+    )
 
     @field_validator("office_hours")
     @classmethod
@@ -146,6 +153,7 @@ class BotChanges(BaseModel):
 
 #: Fields whose ``null`` means "the deployment's default" (the rest fall back to an empty value).
 _NULLABLE = {
+    "retention_days",
     "office_hours",
     "lead_form",
     "llm_model",
@@ -169,6 +177,7 @@ _EMPTY: dict[str, Any] = {
     "handoff_after_thumbs_down": 0,
     "handoff_on_llm_outage": False,
     "agent_claim_timeout_s": 300,
+    "redact_questions": False,
 }
 
 
@@ -200,6 +209,8 @@ class BotProfile:
     agent_claim_timeout_s: int = 300
     office_hours: dict[str, Any] | None = None
     lead_form: LeadForm | None = None
+    retention_days: int | None = None
+    redact_questions: bool = False
 
     @classmethod
     def of(cls, bot: Bot, settings: Settings) -> BotProfile:
@@ -231,6 +242,8 @@ class BotProfile:
             agent_claim_timeout_s=pick(bot.agent_claim_timeout_s, 300),
             office_hours=bot.office_hours,
             lead_form=LeadForm.model_validate(bot.lead_form) if bot.lead_form else None,
+            retention_days=bot.retention_days,
+            redact_questions=bool(bot.redact_questions),
         )
 
     @classmethod
@@ -266,6 +279,8 @@ def bot_to_dict(bot: Bot) -> dict[str, Any]:
         "agent_claim_timeout_s": bot.agent_claim_timeout_s,
         "office_hours": bot.office_hours,
         "lead_form": bot.lead_form,
+        "retention_days": bot.retention_days,
+        "redact_questions": bool(bot.redact_questions),
         "created_at": bot.created_at,
         "updated_at": bot.updated_at,
         "updated_by": bot.updated_by,

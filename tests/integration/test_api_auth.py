@@ -1,5 +1,5 @@
-"""Who may call what, over HTTP, on the real stacks of ``test_api.py`` (SQLite and PostgreSQL, Qdrant Edge
-and qdrant-client, real encoders, llm-katan).
+"""Who may call what, over HTTP, on the real stacks of ``test_api.py`` (SQLite and PostgreSQL with Qdrant
+Edge, real encoders, llm-katan).
 
 The sweep is built from ``app.openapi()`` itself: every operation is called without a key, with broken,
 revoked and expired keys, with a public widget key, with an admin key of another bot and with a visitor
@@ -39,19 +39,26 @@ from ragbot.api.app import create_app
 from ragbot.config import get_settings
 from ragbot.db.models import ApiKey, Base, utcnow
 from ragbot.runtime import Runtime
-from ragbot.services.conversations import get_conversation
 from ragbot.tenancy.bots import BotChanges
 from ragbot.tenancy.sessions import VisitorSessions
 
-pytestmark = pytest.mark.integration
-
-#: The deployments of ``test_api.py``: every database x index backend, the sample docs in the default bot.
+#: The deployments of ``test_api.py`` (the sample docs in the default bot), on both databases: who may call
+#: what is decided in SQL and the API, the same on either index backend (``test_tenant_isolation.py`` runs
+#: every database x index combination).
 stack = test_api.stack
+COMBOS = [combo for combo in test_api.COMBOS if combo.id in ("sqlite-edge", "postgresql-edge")]
 #: The Redis test server (skipped when unreachable, failed under CI).
 redis_url = test_ratelimit_redis.redis_url
 
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("stack", COMBOS, indirect=True, scope="module"),
+]
+
 ORIGIN_A = "https://a.example.org"
 ORIGIN_B = "https://b.example.org"
+#: A public address (no name to resolve); nothing is ever sent: the test app runs no delivery worker.
+WEBHOOK_URL = "https://93.184.215.14/ragbot-hook"
 
 #: Operations of the spec that take no credential: health probes, and opening a visitor session (it takes a
 #: public key in the body and checks the Origin against the bot's allowlist instead).
@@ -123,8 +130,11 @@ class World:
     key_a_id: str
     key_b: str
     conversation_a: str  # started with bot A's admin key
+    answer_a: str  # the bot's answer in it
     waiting_a: str  # a visitor's, waiting for a person: in bot A's agent queue
     job_a: str
+    webhook_a: str  # a webhook subscription of bot A
+    delivery_a: str  # one of its deliveries (the handoff's event)
     docs_a: Path
     revoked_key: str  # unscoped, revoked
     expired_key: str  # unscoped, expired
@@ -201,6 +211,7 @@ def world(stack: Stack) -> Iterator[World]:
         "Never immerse the base in water; wipe it with a damp cloth.\n",
         encoding="utf-8",
     )
+    _, webhook = runtime.webhooks.create(bot_a["id"], WEBHOOK_URL, ["handoff.requested"])
     with TestClient(app) as client:
         job = client.post(
             "/v1/sources?wait=120",
@@ -236,8 +247,11 @@ def world(stack: Stack) -> Iterator[World]:
         key_a_id=row_a["id"],
         key_b=key_b,
         conversation_a=chat.json()["conversation_id"],
+        answer_a=chat.json()["message_id"],
         waiting_a=waiting,
         job_a=job.json()["id"],
+        webhook_a=webhook["id"],
+        delivery_a=runtime.webhooks.deliveries(webhook["id"])[0]["id"],
         docs_a=docs_a,
         revoked_key=revoked_key,
         expired_key=expired_key,
@@ -279,6 +293,9 @@ def path_values(world: World) -> dict[str, str]:
         "job_id": world.job_a,
         "key_id": world.key_a_id,
         "public_key": str(world.bot_a["public_key"]),
+        "message_id": world.answer_a,
+        "subscription_id": world.webhook_a,
+        "delivery_id": world.delivery_a,
     }
 
 
@@ -327,7 +344,7 @@ def example(schema: dict[str, Any], spec: dict[str, Any], values: dict[str, Any]
     if kind == "boolean":
         return False
     if kind == "array":
-        return [example(schema["items"], spec, values)] * int(schema.get("minItems", 0))
+        return [example(schema.get("items", {}), spec, values)] * int(schema.get("minItems", 0))
     return "x"
 
 
@@ -352,8 +369,8 @@ def operations(world: World) -> list[Operation]:
                 elif param.get("required"):
                     params[param["name"]] = str(example(param["schema"], spec, values, param["name"]))
             body = None
-            if "requestBody" in op:
-                schema = op["requestBody"]["content"]["application/json"]["schema"]
+            schema = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+            if schema is not None:
                 body = example(schema, spec, values)
                 body.update(BODY_OVERRIDES.get((method, path), {}))
                 names_bot = names_bot or "bot_id" in body
@@ -374,38 +391,36 @@ def served_routes(routes: list[Any]) -> Iterator[tuple[str, bool]]:
 # --- bot A before and after ------------------------------------------------------------------------------
 
 
+def _owner_column(table: Any) -> Any:
+    return table.c.id if table.name == "bots" else table.c.get("bot_id")
+
+
 def owned_rows(runtime: Runtime, bot_id: str) -> dict[str, int]:
     """How many rows each table holds for the bot (every table with a ``bot_id``: new ones count too)."""
     counts: dict[str, int] = {}
     with runtime.engine.connect() as conn:
         for table in Base.metadata.sorted_tables:
-            column = table.c.get("bot_id") if table.name != "bots" else table.c.id
-            if column is not None:
+            if (column := _owner_column(table)) is not None:
                 query = select(func.count()).select_from(table).where(column == bot_id)
                 counts[table.name] = int(conn.execute(query).scalar_one())
     return counts
 
 
-def conversation_rows(runtime: Runtime, bot_id: str) -> list[tuple[Any, ...]]:
-    """The bot's conversations, every column (owner mode, assignee, waiting since...)."""
-    table = Base.metadata.tables["conversations"]
+def owned_data(runtime: Runtime, bot_id: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table the bot owns, every column: settings, keys, conversations and their
+    owner mode, messages, webhooks and deliveries, leads, audit trail..."""
+    data: dict[str, list[tuple[Any, ...]]] = {}
     with runtime.engine.connect() as conn:
-        query = select(table).where(table.c.bot_id == bot_id).order_by(table.c.id)
-        return [tuple(row) for row in conn.execute(query)]
+        for table in Base.metadata.sorted_tables:
+            if (column := _owner_column(table)) is not None:
+                query = select(table).where(column == bot_id).order_by(*table.primary_key.columns)
+                data[table.name] = [tuple(row) for row in conn.execute(query)]
+    return data
 
 
 def snapshot(world: World) -> dict[str, Any]:
-    """Everything of bot A a request could change: settings, keys, audit trail, rows, vectors, its chats."""
-    runtime = world.runtime
-    return {
-        "conversations": conversation_rows(runtime, world.a),
-        "bot": runtime.bots.get(world.a),
-        "keys": runtime.api_keys.list_keys(world.a),
-        "audit": runtime.bots.audit(world.a),
-        "rows": owned_rows(runtime, world.a),
-        "conversation": get_conversation(runtime.session_factory, world.a, world.conversation_a),
-        "vectors": runtime.index.count(world.a),
-    }
+    """Everything of bot A a request could change: its rows in every table, and its vectors."""
+    return {"rows": owned_data(world.runtime, world.a), "vectors": world.runtime.index.count(world.a)}
 
 
 # --- the sweep -------------------------------------------------------------------------------------------
@@ -457,6 +472,9 @@ def a_mentions(world: World) -> list[str]:
         world.waiting_a,
         world.job_a,
         world.key_a_id,
+        world.answer_a,
+        world.webhook_a,
+        world.delivery_a,
     ]
 
 
@@ -485,6 +503,9 @@ def check_refused(kind: str, op: Operation, response: httpx.Response, world: Wor
             leaked = [m for m in a_mentions(world) if m in response.text]
             assert not leaked, f"{where} shows bot A's {leaked}: {response.text[:300]}"
         else:
+            assert response.status_code != 422, (
+                f"{where}: the sweep's body is invalid, add one to BODY_OVERRIDES"
+            )
             error_of(response, 403, 404)
     else:
         raise AssertionError(kind)

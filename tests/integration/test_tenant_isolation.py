@@ -33,7 +33,11 @@ from ragbot.db.models import Base
 from ragbot.runtime import Runtime
 from ragbot.tenancy.bots import BotChanges
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant"),
+    pytest.mark.filterwarnings("ignore:Local mode performs exact"),
+]
 
 CITE_ALL = " [1] [2] [3]"
 

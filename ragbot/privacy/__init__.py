@@ -1,0 +1,1 @@
+"""Privacy: redacting what visitors type, retention, and forgetting one person everywhere."""
