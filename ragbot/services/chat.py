@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 SNIPPET_CHARS = 280
 
 
-class ConversationNotFoundError(LookupError):
-    pass
+#: One "no such conversation" for the whole stack: the repositories raise it too (a race with a delete),
+#: and the API maps it to 404.
+ConversationNotFoundError = repo.ConversationNotFoundError
 
 
 class AnswerFailedError(RuntimeError):

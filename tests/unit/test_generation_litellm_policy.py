@@ -131,3 +131,26 @@ def test_unloadable_local_model_is_a_clear_error_naming_it() -> None:
     llm = client.LiteLLMChat(settings(llm_model="ragbot-local//nowhere/model.gguf", llm_max_retries=0))
     with pytest.raises(LLMError, match=r"cannot load the local model ragbot-local//nowhere/model\.gguf"):
         llm.complete([ChatMessage(role="user", content="hi")])
+
+
+def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from ragbot.generation.litellm_client import _retry_after_s
+
+    class _Response:
+        def __init__(self, value: str) -> None:
+            self.headers = {"retry-after": value}
+
+    class _Error(Exception):
+        def __init__(self, value: str) -> None:
+            super().__init__("rate limited")
+            self.response = _Response(value)
+
+    assert _retry_after_s(_Error("7")) == 7.0
+    in_a_minute = format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
+    assert 50 <= (_retry_after_s(_Error(in_a_minute)) or 0) <= 61
+    past = format_datetime(datetime.now(UTC) - timedelta(seconds=60), usegmt=True)
+    assert _retry_after_s(_Error(past)) == 0.0
+    assert _retry_after_s(_Error("soon")) is None
