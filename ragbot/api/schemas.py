@@ -46,8 +46,8 @@ class ChatRequest(BaseModel):
     stream: bool = False
     page_url: str | None = Field(
         default=None,
-        max_length=2000,
-        description="The page the visitor is on (kept with a new conversation).",
+        max_length=20000,
+        description="The page the visitor is on (kept with a new conversation; the first 2000 characters).",
     )
     test: bool = Field(
         default=False,

@@ -205,7 +205,7 @@ def create_conversation(
         title=_fit(Conversation.title, title),
         owner_mode=OwnerMode(owner_mode).value,
         visitor_id=visitor_id,
-        page_url=page_url,
+        page_url=None if page_url is None else _clean_text(page_url)[:2000],
         is_test=is_test,
     )
     session.add(conversation)

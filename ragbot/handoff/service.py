@@ -160,7 +160,11 @@ def move(
     elif action is Action.REOPEN:
         moved.system_message = _add_system(session, conv, NOTE_REOPENED.format(agent=_agent_label(actor)))
     events_sql.add_event(
-        session, conv.bot_id, conv.id, "handoff", {"mode": after.value, "reason": reason.value}
+        session,
+        conv.bot_id,
+        conv.id,
+        "handoff",
+        {"mode": after.value, "reason": reason.value, "assignee": conv.assignee},
     )
     session.flush()
     return moved

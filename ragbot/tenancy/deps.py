@@ -21,6 +21,7 @@ from ragbot.tenancy.bots import BotProfile
 from ragbot.tenancy.keys import PUBLIC_KEY_PREFIX
 from ragbot.tenancy.origins import is_allowed, normalize_origin
 from ragbot.tenancy.principals import AdminPrincipal, Caller, VisitorPrincipal
+from ragbot.tenancy.ratelimit import Limit
 from ragbot.tenancy.sessions import InvalidSessionError, key_fingerprint
 
 __all__ = [
@@ -161,3 +162,39 @@ async def caller(
 
 
 CallerDep = Annotated[Caller, Depends(caller)]
+
+
+#: What one visitor (and one IP) may do a minute besides chatting: ask for a person, rate, leave details.
+VISITOR_ACTIONS_PER_MINUTE = 30
+IP_ACTIONS_PER_MINUTE = 120
+
+
+async def visitor_action_quota(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    """Rate-limit a visitor's non-chat requests (handoff, feedback, leads); admin keys are not limited.
+    An unusable token passes here and is refused by the route's own credential check."""
+    if credentials is None or not _looks_like_session(credentials.credentials):
+        return
+    runtime = _runtime(request)
+    try:
+        session = runtime.visitor_sessions.verify(credentials.credentials)
+    except InvalidSessionError:
+        return
+    bot = session.bot_id
+    client_ip = request.client.host if request.client else "-"
+    limits = [
+        Limit("visitor", f"actions:{bot}:{session.visitor_id}", VISITOR_ACTIONS_PER_MINUTE, 60),
+        Limit("ip", f"actions-ip:{bot}:{client_ip}", IP_ACTIONS_PER_MINUTE, 60),
+    ]
+    decision = await run_in_threadpool(runtime.rate_limiter.hit, limits)
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests; try again in {decision.retry_after_s} s",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
+
+
+VisitorActionQuota = Depends(visitor_action_quota)

@@ -70,9 +70,7 @@ def _chrome(user_data_dir: str) -> Any:
     return driver
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
-    """One headless Chromium per test module, with a fresh profile (no stored widget state)."""
+def _browser() -> Iterator[Any]:
     _require_browser()
     user_data_dir = tempfile.mkdtemp(prefix="ragbot-chrome-")
     drv = _chrome(user_data_dir)
@@ -81,6 +79,18 @@ def driver() -> Iterator[Any]:
     finally:
         drv.quit()
         shutil.rmtree(user_data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    """One headless Chromium per test module, with a fresh profile (no stored widget state)."""
+    yield from _browser()
+
+
+@pytest.fixture(scope="module")
+def agent_driver() -> Iterator[Any]:
+    """A second, separate Chromium (its own profile): the agent's, beside the visitor's ``driver``."""
+    yield from _browser()
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -24,8 +23,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from fixtures.auth import admin_headers
+from fixtures.live import LiveServer
 from fixtures.sse import sse_events
-from integration.katan import LOOPBACK, CuttingSSEServer, free_port, llm_settings
+from integration.katan import LOOPBACK, CuttingSSEServer, llm_settings
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -305,32 +305,6 @@ def test_closing_the_stream_right_after_start_keeps_the_visitors_message(base: R
     assert [(m.sender_type, m.content) for m in stored] == [("visitor", QUESTION)]
 
 
-class _Uvicorn:
-    """The app served by uvicorn on loopback in a thread, so a client can really hang up."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        config = uvicorn.Config(
-            create_app(runtime=runtime, warmup=False), host=LOOPBACK, port=self.port, log_level="warning"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
-
-
 def test_client_hanging_up_mid_stream_over_http_stores_the_partial_answer(base: Runtime) -> None:
     slow_pieces = ["Ragbot fuses ", "the sparse ", "and dense ", "lists ", "by their ", "scores [1]."]
     with CuttingSSEServer(slow_pieces, mode="complete", piece_delay_s=0.4) as slow:
@@ -338,9 +312,10 @@ def test_client_hanging_up_mid_stream_over_http_stores_the_partial_answer(base: 
         provider_errors: list[type[BaseException] | None] = []
         slow._httpd.handle_error = lambda *_: provider_errors.append(sys.exc_info()[0])  # type: ignore[method-assign]
         runtime = _runtime(base, slow.base_url)
-        with _Uvicorn(runtime) as url, httpx.Client(
-            base_url=url, trust_env=False, timeout=30, headers=admin_headers(runtime)
-        ) as client:
+        with (
+            LiveServer(runtime) as url,
+            httpx.Client(base_url=url, trust_env=False, timeout=30, headers=admin_headers(runtime)) as client,
+        ):
             conversation_id = None
             with client.stream("POST", "/v1/chat", json={"message": QUESTION, "stream": True}) as response:
                 assert response.status_code == 200

@@ -26,7 +26,7 @@ from ragbot.feedback.service import (
     Rated,
 )
 from ragbot.runtime import Runtime
-from ragbot.tenancy.deps import AdminDep, CallerDep, admin_bot_id
+from ragbot.tenancy.deps import AdminDep, CallerDep, VisitorActionQuota, admin_bot_id
 from ragbot.tenancy.principals import AdminPrincipal, Caller
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
@@ -80,7 +80,7 @@ def _rate(caller: Caller, message_id: str, body: FeedbackIn, runtime: Runtime) -
         raise ApiError(422, "invalid_feedback", str(exc), fields={exc.field: exc.message}) from None
 
 
-@router.post("/messages/{message_id}/feedback", responses=_ERRORS)
+@router.post("/messages/{message_id}/feedback", responses=_ERRORS, dependencies=[VisitorActionQuota])
 async def rate_answer(
     message_id: str, body: FeedbackIn, caller: CallerDep, runtime: RuntimeDep
 ) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from ragbot.db.session import session_scope
 from ragbot.handoff.states import IllegalTransitionError, Reason
 from ragbot.handoff.stream import event_stream
 from ragbot.runtime import Runtime
-from ragbot.tenancy.deps import CallerDep, admin_bot_id
+from ragbot.tenancy.deps import CallerDep, VisitorActionQuota, admin_bot_id
 from ragbot.tenancy.principals import AdminPrincipal, Caller
 
 router = APIRouter(prefix="/v1/conversations", tags=["handoff"])
@@ -51,7 +51,7 @@ def _check_conversation(runtime: Runtime, bot: str, visitor: str | None, convers
             raise ApiError(404, "conversation_not_found", f"no conversation with id {conversation_id!r}")
 
 
-@router.post("/{conversation_id}/handoff", responses=_ERRORS)
+@router.post("/{conversation_id}/handoff", responses=_ERRORS, dependencies=[VisitorActionQuota])
 async def request_handoff(
     conversation_id: str,
     caller: CallerDep,

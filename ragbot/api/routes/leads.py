@@ -23,7 +23,7 @@ from ragbot.db.session import session_scope
 from ragbot.leads.service import LeadSaved, LeadSubmission, NoLeadFormError
 from ragbot.leads.validation import LeadValidationError
 from ragbot.runtime import Runtime
-from ragbot.tenancy.deps import AdminDep, CallerDep, admin_bot_id
+from ragbot.tenancy.deps import AdminDep, CallerDep, VisitorActionQuota, admin_bot_id
 from ragbot.tenancy.principals import AdminPrincipal, Caller
 
 router = APIRouter(prefix="/v1", tags=["leads"])
@@ -97,7 +97,7 @@ def _response(caller: Caller, saved: LeadSaved) -> dict[str, Any]:
     return {"saved": True, "lead_id": saved.lead["id"]}
 
 
-@router.post("/conversations/{conversation_id}/lead", responses=_ERRORS)
+@router.post("/conversations/{conversation_id}/lead", responses=_ERRORS, dependencies=[VisitorActionQuota])
 async def submit_conversation_lead(
     conversation_id: str, body: LeadIn, caller: CallerDep, runtime: RuntimeDep
 ) -> dict[str, Any]:
@@ -108,7 +108,7 @@ async def submit_conversation_lead(
     return _response(caller, saved)
 
 
-@router.post("/leads", responses=_ERRORS)
+@router.post("/leads", responses=_ERRORS, dependencies=[VisitorActionQuota])
 async def submit_lead(
     body: LeadIn,
     caller: CallerDep,

@@ -1,6 +1,7 @@
 /*! ragbot chat widget. Embed: <script src="https://RAGBOT/widget.js" data-bot="pk_..." async></script>
  * Options on the script tag: data-bot (the bot's public key, required), data-mode="inline" (no launcher;
- * the panel is always open and fills its container). Vanilla JS, no dependencies, no third-party requests;
+ * the panel is always open and fills its container), data-preview (test traffic: ragbot's own demo page,
+ * left out of analytics). Vanilla JS, no dependencies, no third-party requests;
  * everything it shows is built with DOM APIs (textContent), never parsed as HTML. */
 (function () {
   "use strict";
@@ -14,6 +15,7 @@
   }
   var BASE = new URL(script.src, location.href).origin;
   var INLINE = script.getAttribute("data-mode") === "inline";
+  var PREVIEW = script.hasAttribute("data-preview");
   var KEY = "ragbot:" + PK;
   var CHAT_ICON = "M4 4h16v11H8l-4 4z";
   var CLOSE_ICON = "M6 6l12 12M18 6L6 18";
@@ -141,6 +143,7 @@
   async function postChat(text) {
     function send() {
       var body = { message: text, stream: true };
+      if (PREVIEW) body.test = true;
       if (st.conversation_id) body.conversation_id = st.conversation_id;
       else body.page_url = location.href.slice(0, 2000); // kept with a new conversation
       return authed("/v1/chat", body, { Accept: "text/event-stream" });
@@ -712,7 +715,10 @@
 
   function onLive(type, d) {
     if (type === "message") showLive(d); // visitor and bot messages: this page has them already
-    else if (type === "handoff") setMode(d.mode);
+    else if (type === "handoff") {
+      if (d.mode === "human" && d.assignee) agentName = String(d.assignee);
+      setMode(d.mode);
+    }
     else if (type === "lead_form") renderLeadForm(d);
     else if (type === "lead_saved") thank(d.lead_id);
   }
