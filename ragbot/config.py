@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     llm_max_retries: int = 2
     llm_retry_backoff_s: float = 0.5
     llm_context_window: int = 2048
+    llm_tools: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description=(
+            "Offer the model a handoff(reason) tool: auto = when LiteLLM knows the model takes tool calls."
+        ),
+    )
     persona: str = Field(default="", description="Per-deployment tone/persona appended to the system prompt.")
     prompts_dir: Path | None = None
 

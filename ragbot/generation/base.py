@@ -34,7 +34,8 @@ class ChatLLM(Protocol):
     def model_name(self) -> str: ...
 
     def stream(self, messages: Sequence[ChatMessage]) -> Iterator[str]:
-        """Yield text deltas. Raises ``LLMError`` (or a subclass) on failure."""
+        """Yield text deltas. Raises ``LLMError`` (or a subclass) on failure. Clients that offer tools
+        also take ``tools=[...]`` and report the calls in ``last_tool_calls`` (see ``LiteLLMChat``)."""
         ...
 
     def complete(self, messages: Sequence[ChatMessage]) -> str: ...

@@ -131,6 +131,7 @@ class _StreamPump:
 
     def _run(self) -> None:
         stream: Iterable[Any] | None = None
+        tool_calls: dict[int, dict[str, str]] = {}
         try:
             stream = self._start()
             for chunk in stream:
@@ -142,10 +143,13 @@ class _StreamPump:
                 usage = _usage(chunk)
                 if usage is not None:
                     self._queue.put(("usage", usage))
+                _collect_tool_calls(chunk, tool_calls)
             if _ended_without_finish_reason(stream):
                 raise _TruncatedStreamError(
                     "the stream ended without a finish reason (connection closed early)"
                 )
+            if tool_calls:
+                self._queue.put(("tools", [tool_calls[i] for i in sorted(tool_calls)]))
             self._queue.put(("end", _DONE))
         except BaseException as exc:  # handed to the consumer, which decides
             self._queue.put(("error", exc))
@@ -166,6 +170,23 @@ def _delta_text(chunk: Any) -> str:
     delta = getattr(choices[0], "delta", None)
     content = getattr(delta, "content", None) if delta is not None else None
     return content if isinstance(content, str) else ""
+
+
+def _collect_tool_calls(chunk: Any, calls: dict[int, dict[str, str]]) -> None:
+    """Tool calls arrive in pieces (name first, then the arguments' JSON in fragments), keyed by index."""
+    choices = getattr(chunk, "choices", None)
+    delta = getattr(choices[0], "delta", None) if choices else None
+    for piece in getattr(delta, "tool_calls", None) or ():
+        index = getattr(piece, "index", None)
+        index = index if isinstance(index, int) else len(calls)
+        call = calls.setdefault(index, {"name": "", "arguments": ""})
+        function = getattr(piece, "function", None)
+        name = getattr(function, "name", None)
+        arguments = getattr(function, "arguments", None)
+        if isinstance(name, str) and name:
+            call["name"] = name
+        if isinstance(arguments, str):
+            call["arguments"] += arguments
 
 
 def _usage(chunk: Any) -> tuple[int, int] | None:
@@ -292,6 +313,8 @@ class LiteLLMChat:
         self.last_model: str | None = None  # the deployment that produced the last successful stream
         #: ``{"prompt_tokens", "completion_tokens", "cost_usd"}`` of the last stream, where reported.
         self.last_usage: dict[str, Any] | None = None
+        #: ``[{"name", "arguments"}]``: the tools the model called in the last stream.
+        self.last_tool_calls: list[dict[str, str]] = []
 
     @property
     def model_name(self) -> str:
@@ -330,9 +353,26 @@ class LiteLLMChat:
     def complete(self, messages: Sequence[ChatMessage]) -> str:
         return "".join(self.stream(messages))
 
-    def stream(self, messages: Sequence[ChatMessage]) -> Iterator[str]:
+    def supports_tools(self) -> bool:
+        """Whether the first deployment takes tool calls: ``RAGBOT_LLM_TOOLS=on|off``, or (auto) what
+        LiteLLM knows of the model; the embedded model never does."""
+        mode = self._settings.llm_tools
+        primary = self._chain[0]
+        if mode == "off" or primary.is_local:
+            return False
+        if mode == "on":
+            return True
+        try:
+            return bool(self._litellm.supports_function_calling(model=primary.model))
+        except Exception:  # a model LiteLLM does not know: no tools rather than a failing call
+            return False
+
+    def stream(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
+    ) -> Iterator[str]:
         settings = self._settings
         self.last_usage = None
+        self.last_tool_calls = []
         deadline = time.monotonic() + settings.llm_total_timeout_s
         payload = [{"role": m["role"], "content": m["content"]} for m in messages]
         failures: list[tuple[Deployment, int, BaseException]] = []
@@ -362,7 +402,7 @@ class LiteLLMChat:
                     break
                 partial: list[str] = []
                 try:
-                    for text in self._attempt(deployment, payload, deadline):
+                    for text in self._attempt(deployment, payload, deadline, tools):
                         partial.append(text)
                         yield text
                 except Exception as exc:
@@ -384,7 +424,11 @@ class LiteLLMChat:
         raise self._give_up(failures, deadline)
 
     def _attempt(
-        self, deployment: Deployment, payload: list[dict[str, str]], deadline: float
+        self,
+        deployment: Deployment,
+        payload: list[dict[str, str]],
+        deadline: float,
+        tools: Sequence[dict[str, Any]] | None = None,
     ) -> Iterator[str]:
         import httpx
 
@@ -408,6 +452,8 @@ class LiteLLMChat:
         }
         if deployment.model.startswith("openai/") or "/" not in deployment.model:
             kwargs["stream_options"] = {"include_usage": True}  # usage arrives on the last chunk
+        if tools and not deployment.is_local:
+            kwargs["tools"] = list(tools)
         if deployment.api_base:
             kwargs["api_base"] = deployment.api_base
         if deployment.api_key:
@@ -433,6 +479,8 @@ class LiteLLMChat:
                     yield value
                 elif kind == "usage":
                     self.last_usage = self._priced(deployment, *value)
+                elif kind == "tools":
+                    self.last_tool_calls = list(value)
                 elif kind == "end":
                     return
                 else:

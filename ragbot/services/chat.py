@@ -35,6 +35,7 @@ from ragbot.generation.prompts import PromptLibrary
 from ragbot.handoff.intent import asks_for_human
 from ragbot.handoff.service import Moved, message_event, move, offer_lead_form
 from ragbot.handoff.states import Action, Reason
+from ragbot.handoff.tool import HANDOFF_TOOL, handoff_reason
 from ragbot.leads.form import ask_after_messages
 from ragbot.privacy.redaction import redact
 from ragbot.retrieval.retriever import Retriever
@@ -214,6 +215,18 @@ def _close_stream(stream: Iterator[str]) -> None:
             close()
         except Exception:  # best effort: the turn is ending anyway
             log.debug("closing the answer stream failed", exc_info=True)
+
+
+def _stream_with_tools(
+    llm: ChatLLM, messages: Sequence[ChatMessage], tools: list[dict[str, Any]]
+) -> Iterator[str]:
+    stream: Callable[..., Iterator[str]] = llm.stream
+    return stream(messages, tools=tools)
+
+
+def _takes_tools(llm: ChatLLM) -> bool:
+    supports = getattr(llm, "supports_tools", None)
+    return bool(supports()) if callable(supports) else False
 
 
 def _relevant_enough(top: Hit, floor: float | None) -> bool:
@@ -461,7 +474,8 @@ class ChatService:
             )
             sources = prompt.sources  # sources that did not fit the window are not numbered
             parser = CitationStreamParser(len(sources))
-            deltas = llm.stream(prompt.messages)
+            tools = [HANDOFF_TOOL] if profile.handoff_enabled and _takes_tools(llm) else None
+            deltas = _stream_with_tools(llm, prompt.messages, tools) if tools else llm.stream(prompt.messages)
             checked = time.monotonic()
             try:
                 for delta in deltas:
@@ -483,6 +497,8 @@ class ChatService:
             status, error = MessageStatus.FAILED, f"the language model is unavailable: {exc}"
             log.error("answer failed for conversation %s: %s", conv_id, exc)
         progress.status, progress.error = status, error
+        # the model asked for a person through the tool (a structured call, never read from the text)
+        tool_reason = handoff_reason(getattr(llm, "last_tool_calls", None)) if tools else None
         tail = parser.finish()
         if tail:
             yield progress.delta(tail)
@@ -508,7 +524,9 @@ class ChatService:
             # Under the conversation's lock: a handoff that landed while this answer was generated wins,
             # and the answer is not stored as the bot's reply.
             conv = repo.lock_conversation(s, bot_id, conv_id)
-            if conv.owner_mode == OwnerMode.BOT:
+            if conv.owner_mode == OwnerMode.BOT and tool_reason is not None and not answer:
+                moved = move(s, conv, Action.REQUEST, reason=Reason.LLM_TOOL, actor="bot", note=tool_reason)
+            elif conv.owner_mode == OwnerMode.BOT:
                 bot_msg = repo.add_message(
                     s,
                     bot_id,
@@ -529,17 +547,26 @@ class ChatService:
                 )
                 self._record_message(s, conv, bot_msg)
                 grounded = status is MessageStatus.COMPLETE and bool(citations)
-                moved = self._after_answer(
-                    s, conv, profile, grounded=grounded, failed=status is MessageStatus.FAILED
-                )
+                if tool_reason is not None:
+                    moved = move(
+                        s, conv, Action.REQUEST, reason=Reason.LLM_TOOL, actor="bot", note=tool_reason
+                    )
+                else:
+                    moved = self._after_answer(
+                        s, conv, profile, grounded=grounded, failed=status is MessageStatus.FAILED
+                    )
                 progress.message_id = bot_msg.id
             owner_mode = conv.owner_mode
         self._publish(conv_id)
-        if progress.message_id is None:
+        if progress.message_id is None and moved is None:
             progress.superseded = True
             yield from _superseded(conv_id, owner_mode)
             return
         message_id = progress.message_id
+        if message_id is None:  # the model only called the handoff tool: nothing to store as its answer
+            progress.superseded = True  # and nothing to store on a late disconnect either
+            status = MessageStatus.FAILED
+            cited_out = []
 
         for c in cited_out:
             yield ChatEvent(EventType.CITATION, c)
