@@ -21,12 +21,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Grounded cha
 def _register_admin_commands() -> None:
     from ragbot.cli_admin import bots_app, keys_app, purge_command, visitors_app
     from ragbot.cli_leads import leads_app
+    from ragbot.cli_report import report_command
 
     app.add_typer(bots_app, name="bots")
     app.add_typer(keys_app, name="keys")
     app.add_typer(visitors_app, name="visitors")
     app.command("purge")(purge_command)
     app.add_typer(leads_app, name="leads")
+    app.command("report")(report_command)
 
 
 def _print_json(data: Any) -> None:

@@ -17,6 +17,7 @@ from ragbot.api.errors import error_response, install_error_handlers
 from ragbot.api.limits import BodySizeLimitMiddleware
 from ragbot.api.routes import (
     agent,
+    analytics,
     bots,
     chat,
     conversations,
@@ -25,6 +26,8 @@ from ragbot.api.routes import (
     health,
     keys,
     leads,
+    privacy,
+    report,
     sources,
     webhooks,
 )
@@ -104,6 +107,9 @@ def create_app(
     app.include_router(agent.router)
     app.include_router(leads.router)
     app.include_router(feedback.router)
+    app.include_router(privacy.router)
+    app.include_router(analytics.router)
+    app.include_router(report.router)
     app.include_router(widget_routes.router)
     app.include_router(inbox_routes.router)
     return app

@@ -414,7 +414,10 @@ class Feedback(Base):
     """A thumbs up or down on one bot answer, one per answer per visitor (changeable)."""
 
     __tablename__ = "feedback"
-    __table_args__ = (UniqueConstraint("message_id", "rater", name="uq_feedback_message_rater"),)
+    __table_args__ = (
+        UniqueConstraint("message_id", "rater", name="uq_feedback_message_rater"),
+        Index("ix_feedback_bot_updated", "bot_id", "updated_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)

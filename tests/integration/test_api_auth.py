@@ -81,6 +81,7 @@ UNLISTED_ROUTES = {
     "/agent",
     "/agent/agent.js",
     "/agent/agent.css",
+    "/v1/analytics/report.css",  # the report's stylesheet: no data, so no key
 }
 #: Stands for an id no fixture object provides (see ``test_every_path_parameter_names_a_real_object``).
 PLACEHOLDER_ID = "00000000-0000-4000-8000-000000000000"

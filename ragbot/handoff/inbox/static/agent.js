@@ -76,9 +76,11 @@
       $("login").hidden = true;
       $("app").hidden = false;
       $("signout").hidden = false;
+      $("analytics-bar").hidden = false;
       $("who").textContent = "signed in · key " + key.slice(0, 10) + "…";
       loadQueue();
       state.queueTimer = setInterval(loadQueue, 5000);
+      openLinkedConversation();
     }).catch(function (err) {
       state.key = null;
       sessionStorage.removeItem(KEY_STORE);
@@ -267,6 +269,50 @@
     else if (type === "handoff") { updateMode(payload.mode, state.detail && state.detail.assignee); loadQueue(); }
   }
 
+  /* ---------------------------------------------------------------- analytics report */
+  /* The report is a self-contained HTML page (no script). It needs the agent's key, which a plain link
+     cannot send, so it is fetched here and shown from a blob: URL in a new tab. The tab is opened at the
+     click (a later window.open would be a blocked pop-up) and pointed at the report once it arrives. */
+  function openReport() {
+    var error = $("analytics-error");
+    error.hidden = true;
+    var tab = window.open("", "_blank");
+    if (tab) {
+      tab.document.title = "Preparing the analytics report…";
+      tab.document.body.textContent = "Preparing the analytics report…";
+    }
+    var query = "since=" + encodeURIComponent($("analytics-window").value);
+    var bot = state.detail && state.detail.bot_id;
+    if (bot) query += "&bot_id=" + encodeURIComponent(bot);
+    var button = $("analytics");
+    button.disabled = true;
+    fetch("/v1/analytics/report?" + query, { headers: { Authorization: "Bearer " + state.key }, credentials: "omit" })
+      .then(function (response) {
+        if (response.ok) return response.text();
+        return response.json().catch(function () { return null; }).then(function (data) {
+          throw new Error(data && data.error ? data.error.message : "the report failed (" + response.status + ")");
+        });
+      })
+      .then(function (html) {
+        var url = URL.createObjectURL(new Blob([html], { type: "text/html;charset=utf-8" }));
+        if (tab && !tab.closed) tab.location.href = url;
+        else window.open(url, "_blank");
+        setTimeout(function () { URL.revokeObjectURL(url); }, 300000);
+      })
+      .catch(function (err) {
+        if (tab && !tab.closed) tab.close();
+        error.hidden = false;
+        error.textContent = err.message;
+      })
+      .then(function () { button.disabled = false; });
+  }
+
+  /* The report links each conversation here as /agent#conversation=ID. */
+  function openLinkedConversation() {
+    var match = /^#conversation=([^&]+)$/.exec(location.hash);
+    if (match && state.key) openConversation(decodeURIComponent(match[1]));
+  }
+
   /* ---------------------------------------------------------------- wiring */
   function signOut(message) {
     stopStream();
@@ -274,6 +320,7 @@
     state.key = null;
     state.current = null;
     sessionStorage.removeItem(KEY_STORE);
+    $("analytics-bar").hidden = true;
     showLogin(message);
   }
 
@@ -283,6 +330,8 @@
       signIn($("key").value.trim());
     });
     $("signout").addEventListener("click", function () { signOut(); });
+    $("analytics").addEventListener("click", openReport);
+    window.addEventListener("hashchange", openLinkedConversation);
     Array.prototype.forEach.call(document.querySelectorAll(".tabs button"), function (tab) {
       tab.addEventListener("click", function () {
         Array.prototype.forEach.call(document.querySelectorAll(".tabs button"), function (t) { t.setAttribute("aria-selected", "false"); });

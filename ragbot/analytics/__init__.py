@@ -1,0 +1,1 @@
+"""Analytics: what visitors ask, what the content misses, which sources earn their place."""
