@@ -229,3 +229,8 @@ class WidgetSessionOut(BaseModel):
     visitor_id: str
     expires_at: datetime
     bot: WidgetBotOut
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for errors in the one JSON error shape."""
+    return {status: {"model": ErrorOut} for status in statuses}

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
-from ragbot.api.schemas import ErrorOut
+from ragbot.api.schemas import error_responses
 from ragbot.db import repositories as repo
 from ragbot.db.models import Conversation
 from ragbot.db.session import session_scope
@@ -26,13 +26,7 @@ from ragbot.types import OwnerMode
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut},
-    403: {"model": ErrorOut},
-    404: {"model": ErrorOut},
-    409: {"model": ErrorOut},
-    422: {"model": ErrorOut},
-}
+_ERRORS = error_responses(401, 403, 404, 409, 422)
 
 
 class ReplyRequest(BaseModel):

@@ -17,7 +17,7 @@ from ragbot.analytics import export, views
 from ragbot.analytics.windows import Window, WindowError, parse_window
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
-from ragbot.api.schemas import ErrorOut
+from ragbot.api.schemas import error_responses
 from ragbot.db.models import utcnow
 from ragbot.runtime import Runtime
 from ragbot.tenancy.deps import AdminDep, admin_bot_id
@@ -25,12 +25,7 @@ from ragbot.tenancy.principals import AdminPrincipal
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut},
-    403: {"model": ErrorOut},
-    404: {"model": ErrorOut},
-    422: {"model": ErrorOut},
-}
+_ERRORS = error_responses(401, 403, 404, 422)
 _CSV_OR_JSON: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
     200: {"content": {"application/json": {}, "text/csv": {}}},

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
-from ragbot.api.schemas import BotDeletedOut, BotOut, ErrorOut
+from ragbot.api.schemas import BotDeletedOut, BotOut, error_responses
 from ragbot.runtime import Runtime
 from ragbot.tenancy.bots import BotChanges, BotNotFoundError, InvalidBotSettingError
 from ragbot.tenancy.deps import AdminDep, admin_bot_id
@@ -19,12 +19,7 @@ from ragbot.tenancy.principals import AdminPrincipal
 
 router = APIRouter(prefix="/v1/bots", tags=["bots"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut},
-    403: {"model": ErrorOut},
-    404: {"model": ErrorOut},
-    422: {"model": ErrorOut},
-}
+_ERRORS = error_responses(401, 403, 404, 422)
 
 
 class BotCreate(BotChanges):

@@ -10,18 +10,13 @@ from starlette.concurrency import run_in_threadpool
 
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
-from ragbot.api.schemas import ApiKeyCreated, ApiKeyOut, ApiKeyRequest, ErrorOut
+from ragbot.api.schemas import ApiKeyCreated, ApiKeyOut, ApiKeyRequest, error_responses
 from ragbot.tenancy.api_keys import KeyNotFoundError
 from ragbot.tenancy.deps import AdminDep, admin_bot_id
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut},
-    403: {"model": ErrorOut},
-    404: {"model": ErrorOut},
-    422: {"model": ErrorOut},
-}
+_ERRORS = error_responses(401, 403, 404, 422)
 
 
 @router.get("", response_model=list[ApiKeyOut], responses=_ERRORS)

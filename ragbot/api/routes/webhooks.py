@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
-from ragbot.api.schemas import ErrorOut
+from ragbot.api.schemas import ErrorOut, error_responses
 from ragbot.runtime import Runtime
 from ragbot.tenancy.deps import AdminDep, admin_bot_id
 from ragbot.tenancy.principals import AdminPrincipal
@@ -27,12 +27,7 @@ from ragbot.webhooks.service import (
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut},
-    403: {"model": ErrorOut},
-    404: {"model": ErrorOut},
-    422: {"model": ErrorOut},
-}
+_ERRORS = error_responses(401, 403, 404, 422)
 
 
 class WebhookCreate(BaseModel):
