@@ -132,8 +132,26 @@ def _driver() -> Any:
     return driver
 
 
+def _open(driver: Any, url: str) -> None:
+    """Load the host page and open the widget's panel."""
+    driver.get(url)
+    deadline = time.monotonic() + 30
+    while not driver.execute_script(
+        "const h = document.querySelector('#ragbot-widget');"
+        "return !!(h && h.shadowRoot && h.shadowRoot.querySelector('[data-testid=launcher]'));"
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the widget did not mount")
+        time.sleep(0.05)
+    driver.execute_script(
+        "const root = document.querySelector('#ragbot-widget').shadowRoot;"
+        "if (root.querySelector('[data-testid=panel]').hidden)"
+        " root.querySelector('[data-testid=launcher]').click();"
+    )
+
+
 def run_backend(
-    name: str, questions: list[str], *, katan_ttft_ms: int, shared: dict[str, Any]
+    name: str, questions: list[str], *, katan_ttft_ms: int, shared: dict[str, Any], fresh: bool = False
 ) -> dict[str, Any]:
     from connectors.files import FileConnector
     from ragbot.config import Settings
@@ -172,21 +190,12 @@ def run_backend(
         host = _serve(host_dir, host_port)
         driver = _driver()
         try:
-            driver.get(f"http://127.0.0.1:{host_port}/index.html")
-            deadline = time.monotonic() + 30
-            while not driver.execute_script(
-                "const h = document.querySelector('#ragbot-widget');"
-                "return !!(h && h.shadowRoot && h.shadowRoot.querySelector('[data-testid=launcher]'));"
-            ):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the widget did not mount")
-                time.sleep(0.05)
-            driver.execute_script(
-                "document.querySelector('#ragbot-widget').shadowRoot"
-                ".querySelector('[data-testid=launcher]').click()"
-            )
+            _open(driver, f"http://127.0.0.1:{host_port}/index.html")
             driver.execute_async_script(_MEASURE, "warm-up question")  # not counted: first fetch, JIT
             for question in questions:
+                if fresh:  # a new visitor conversation each time: no follow-up condensation step
+                    driver.execute_script("localStorage.clear()")
+                    _open(driver, f"http://127.0.0.1:{host_port}/index.html")
                 result = driver.execute_async_script(_MEASURE, question)
                 if result["first_ms"] is not None:
                     firsts.append(float(result["first_ms"]))
@@ -213,6 +222,11 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=20)
     parser.add_argument("--backends", default="embedded,katan")
     parser.add_argument("--katan-ttft-ms", type=int, default=0)
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="Each question in a new conversation (default: one conversation, so follow-ups are condensed).",
+    )
     args = parser.parse_args()
 
     raw = WIDGET.read_bytes()
@@ -225,7 +239,9 @@ def main() -> None:
     questions = (QUESTIONS * ((args.questions // len(QUESTIONS)) + 1))[: args.questions]
     print(f"{'backend':10} {'n':>3} {'first p50 ms':>13} {'first p95 ms':>13} {'answer p50 ms':>14}")
     for name in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        result = run_backend(name, questions, katan_ttft_ms=args.katan_ttft_ms, shared=shared)
+        result = run_backend(
+            name, questions, katan_ttft_ms=args.katan_ttft_ms, shared=shared, fresh=args.fresh
+        )
         firsts, totals = result["first"], result["total"]
         if not firsts:
             print(f"{name:10} {result['n']:>3} no answer text seen")
