@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ragbot.db.repositories import BOT_ID_MAX_LENGTH
 
-#: What ``ragbot.api.deps.resolve_bot_id`` accepts (anything else is a 422 ``invalid_bot_id``).
+#: What ``ragbot.tenancy.deps.admin_bot_id`` accepts (anything else is a 422 ``invalid_bot_id``).
 BOT_ID_RULES = (
     f"At most {BOT_ID_MAX_LENGTH} characters, not blank, no control characters; empty means the default."
 )

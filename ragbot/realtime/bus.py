@@ -27,10 +27,6 @@ class EventBus(Protocol):
         """Call after the transaction that added the events committed."""
         ...
 
-    async def wait(self, conversation_id: str, timeout: float) -> bool:
-        """True when woken for this conversation before ``timeout`` seconds passed."""
-        ...
-
     def subscribe(self, conversation_id: str) -> Subscription:
         """Register now, wait later (inside a running event loop)."""
         ...
@@ -66,6 +62,10 @@ class Subscription:
 class LocalWaiters:
     """Streams of this process waiting on a conversation; ``notify`` may come from any thread."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
+
     def add(self, conversation_id: str, entry: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
         with self._lock:
             self._waiting[conversation_id].add(entry)
@@ -78,33 +78,12 @@ class LocalWaiters:
                 if not waiting:
                     del self._waiting[conversation_id]
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(set)
-
     def notify(self, conversation_id: str) -> None:
         with self._lock:
             waiting = list(self._waiting.get(conversation_id, ()))
         for loop, event in waiting:
             with contextlib.suppress(RuntimeError):  # that loop is closed: its stream is gone
                 loop.call_soon_threadsafe(event.set)
-
-    async def wait(self, conversation_id: str, timeout: float) -> bool:
-        entry = (asyncio.get_running_loop(), asyncio.Event())
-        with self._lock:
-            self._waiting[conversation_id].add(entry)
-        try:
-            await asyncio.wait_for(entry[1].wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            with self._lock:
-                waiting = self._waiting.get(conversation_id)
-                if waiting is not None:
-                    waiting.discard(entry)
-                    if not waiting:
-                        del self._waiting[conversation_id]
 
 
 class MemoryBus:
@@ -115,9 +94,6 @@ class MemoryBus:
 
     def publish(self, conversation_id: str) -> None:
         self.waiters.notify(conversation_id)
-
-    async def wait(self, conversation_id: str, timeout: float) -> bool:
-        return await self.waiters.wait(conversation_id, timeout)
 
     def subscribe(self, conversation_id: str) -> Subscription:
         return Subscription(self.waiters, conversation_id)
@@ -142,9 +118,6 @@ class _RelayBus:
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Whether the listener is subscribed (tests, and readiness)."""
         return self._ready.wait(timeout)
-
-    async def wait(self, conversation_id: str, timeout: float) -> bool:
-        return await self.waiters.wait(conversation_id, timeout)
 
     def subscribe(self, conversation_id: str) -> Subscription:
         return Subscription(self.waiters, conversation_id)

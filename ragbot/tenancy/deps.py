@@ -11,10 +11,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from ragbot.api.deps import get_runtime
 from ragbot.api.errors import ApiError
 from ragbot.db import repositories as repo
+from ragbot.db.models import Conversation, Message
+from ragbot.db.session import session_scope
 from ragbot.runtime import Runtime
 from ragbot.services.keys import has_control_characters
 from ragbot.tenancy.bots import BotProfile
@@ -29,6 +33,7 @@ __all__ = [
     "CallerDep",
     "admin_bot_id",
     "check_visitor_origin",
+    "owned_bot",
     "request_origin_allowed",
 ]
 
@@ -38,11 +43,6 @@ bearer = HTTPBearer(
     description="An admin API key (rb_...) or, on the chat routes, a visitor session token.",
 )
 _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
 
 
 def _credential(credentials: HTTPAuthorizationCredentials | None) -> str:
@@ -65,7 +65,7 @@ async def admin_principal(
         raise ApiError(403, "forbidden", "a public widget key can only open a visitor session")
     if _looks_like_session(token):
         raise ApiError(403, "forbidden", "a visitor session cannot use admin routes")
-    principal = await run_in_threadpool(_runtime(request).api_keys.authenticate, token)
+    principal = await run_in_threadpool(get_runtime(request).api_keys.authenticate, token)
     if principal is None:
         raise ApiError(401, "invalid_api_key", "unknown, revoked or expired API key", headers=_UNAUTHORIZED)
     return principal
@@ -98,6 +98,18 @@ def admin_bot_id(admin: AdminPrincipal, bot_id: str | None, runtime: Runtime) ->
     elif runtime.bots.get(bot_id) is None:
         raise ApiError(404, "bot_not_found", f"no bot with id {bot_id!r}")
     return bot_id
+
+
+def owned_bot(
+    admin: AdminPrincipal, model: type[Conversation] | type[Message], row_id: str, runtime: Runtime
+) -> str | None:
+    """The bot a conversation or message belongs to, if this key may see it; None otherwise (unknown and
+    another bot's rows look the same, so callers answer both with one 404)."""
+    if not repo.is_storable(row_id):
+        return None
+    with session_scope(runtime.session_factory) as s:
+        bot_id = s.scalar(select(model.bot_id).where(model.id == row_id))
+    return str(bot_id) if bot_id is not None and admin.may_access(bot_id) else None
 
 
 def server_origin(request: Request) -> str | None:
@@ -157,7 +169,7 @@ async def caller(
     """An admin key or a visitor session: the two kinds of caller of the chat routes."""
     token = _credential(credentials)
     if _looks_like_session(token):
-        return await run_in_threadpool(_visitor, request, _runtime(request), token)
+        return await run_in_threadpool(_visitor, request, get_runtime(request), token)
     return await admin_principal(request, credentials)
 
 
@@ -176,7 +188,7 @@ async def visitor_action_quota(
     An unusable token passes here and is refused by the route's own credential check."""
     if credentials is None or not _looks_like_session(credentials.credentials):
         return
-    runtime = _runtime(request)
+    runtime = get_runtime(request)
     try:
         session = runtime.visitor_sessions.verify(credentials.credentials)
     except InvalidSessionError:

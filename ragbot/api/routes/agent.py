@@ -8,19 +8,16 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
 from ragbot.api.schemas import error_responses
-from ragbot.db import repositories as repo
 from ragbot.db.models import Conversation
-from ragbot.db.session import session_scope
 from ragbot.handoff.service import Moved
 from ragbot.handoff.states import Action, IllegalTransitionError
 from ragbot.runtime import Runtime
-from ragbot.tenancy.deps import AdminDep, admin_bot_id
+from ragbot.tenancy.deps import AdminDep, admin_bot_id, owned_bot
 from ragbot.tenancy.principals import AdminPrincipal
 from ragbot.types import OwnerMode
 
@@ -44,13 +41,10 @@ class ClaimRequest(BaseModel):
 
 def _conversation_bot(admin: AdminPrincipal, conversation_id: str, runtime: Runtime) -> str:
     """The bot of a conversation the key may see; another bot's conversation is simply not found."""
-    bot_id = None
-    if repo.is_storable(conversation_id):
-        with session_scope(runtime.session_factory) as s:
-            bot_id = s.scalar(select(Conversation.bot_id).where(Conversation.id == conversation_id))
-    if bot_id is None or not admin.may_access(bot_id):
+    bot_id = owned_bot(admin, Conversation, conversation_id, runtime)
+    if bot_id is None:
         raise ApiError(404, "conversation_not_found", f"no conversation with id {conversation_id!r}")
-    return str(bot_id)
+    return bot_id
 
 
 def _moved(moved: Moved) -> dict[str, Any]:

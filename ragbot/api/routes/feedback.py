@@ -9,15 +9,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
 from ragbot.api.schemas import error_responses
-from ragbot.db import repositories as repo
 from ragbot.db.models import Message
-from ragbot.db.session import session_scope
 from ragbot.feedback.service import (
     MAX_COMMENT_LENGTH,
     REASONS,
@@ -26,7 +23,7 @@ from ragbot.feedback.service import (
     Rated,
 )
 from ragbot.runtime import Runtime
-from ragbot.tenancy.deps import AdminDep, CallerDep, VisitorActionQuota, admin_bot_id
+from ragbot.tenancy.deps import AdminDep, CallerDep, VisitorActionQuota, admin_bot_id, owned_bot
 from ragbot.tenancy.principals import AdminPrincipal, Caller
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
@@ -50,13 +47,10 @@ def _not_found(message_id: str) -> ApiError:
 
 def _rate(caller: Caller, message_id: str, body: FeedbackIn, runtime: Runtime) -> Rated:
     if isinstance(caller, AdminPrincipal):
-        bot_id = None
-        if repo.is_storable(message_id):
-            with session_scope(runtime.session_factory) as s:
-                bot_id = s.scalar(select(Message.bot_id).where(Message.id == message_id))
-        if bot_id is None or not caller.may_access(bot_id):
+        bot_id = owned_bot(caller, Message, message_id, runtime)
+        if bot_id is None:
             raise _not_found(message_id)
-        bot, visitor, rater = str(bot_id), None, f"key:{caller.prefix}"
+        bot, visitor, rater = bot_id, None, f"key:{caller.prefix}"
     else:
         bot, visitor, rater = caller.bot_id, caller.visitor_id, caller.visitor_id
     try:

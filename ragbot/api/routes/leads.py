@@ -11,7 +11,6 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from ragbot.api.deps import RuntimeDep
@@ -19,11 +18,10 @@ from ragbot.api.errors import ApiError
 from ragbot.api.schemas import error_responses
 from ragbot.db import repositories as repo
 from ragbot.db.models import Conversation
-from ragbot.db.session import session_scope
 from ragbot.leads.service import LeadSaved, LeadSubmission, NoLeadFormError
 from ragbot.leads.validation import LeadValidationError
 from ragbot.runtime import Runtime
-from ragbot.tenancy.deps import AdminDep, CallerDep, VisitorActionQuota, admin_bot_id
+from ragbot.tenancy.deps import AdminDep, CallerDep, VisitorActionQuota, admin_bot_id, owned_bot
 from ragbot.tenancy.principals import AdminPrincipal, Caller
 
 router = APIRouter(prefix="/v1", tags=["leads"])
@@ -55,13 +53,10 @@ def _conversation_bot(caller: Caller, conversation_id: str, runtime: Runtime) ->
     Anything else is simply not found."""
     if not isinstance(caller, AdminPrincipal):
         return caller.bot_id, caller.visitor_id
-    bot_id = None
-    if repo.is_storable(conversation_id):
-        with session_scope(runtime.session_factory) as s:
-            bot_id = s.scalar(select(Conversation.bot_id).where(Conversation.id == conversation_id))
-    if bot_id is None or not caller.may_access(bot_id):
+    bot_id = owned_bot(caller, Conversation, conversation_id, runtime)
+    if bot_id is None:
         raise ApiError(404, "conversation_not_found", f"no conversation with id {conversation_id!r}")
-    return str(bot_id), None
+    return bot_id, None
 
 
 def _submit(
