@@ -21,10 +21,7 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +32,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from fixtures.browser import chrome, serve_static  # noqa: E402
 from fixtures.live import LiveServer, free_port  # noqa: E402
 from integration.katan import KatanServer  # noqa: E402
 
@@ -97,41 +95,6 @@ def _host_page(directory: Path, base_url: str, public_key: str) -> None:
     )
 
 
-def _serve(directory: Path, port: int) -> ThreadingHTTPServer:
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), partial(Quiet, directory=str(directory)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def _driver() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
-        f"--user-data-dir={tempfile.mkdtemp(prefix='ragbot-bench-chrome-')}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
-    driver.set_script_timeout(180)
-    return driver
-
-
 def _open(driver: Any, url: str) -> None:
     """Load the host page and open the widget's panel."""
     driver.get(url)
@@ -187,8 +150,8 @@ def run_backend(
     totals: list[float] = []
     with LiveServer(runtime) as base_url:
         _host_page(host_dir, base_url, bot["public_key"])
-        host = _serve(host_dir, host_port)
-        driver = _driver()
+        host = serve_static(host_dir, host_port)
+        driver = chrome(tempfile.mkdtemp(prefix="ragbot-bench-chrome-"), script_timeout_s=180)
         try:
             _open(driver, f"http://127.0.0.1:{host_port}/index.html")
             driver.execute_async_script(_MEASURE, "warm-up question")  # not counted: first fetch, JIT

@@ -8,20 +8,17 @@ so the page's origin differs from ragbot's, as it does on a real customer site.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.browser import CHROMEDRIVER, CHROMIUM, chrome, serve_static
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
@@ -40,40 +37,10 @@ def _require_browser() -> None:
         pytest.skip("browser tests need selenium (pip install 'selenium>=4.20')")
 
 
-def _chrome(user_data_dir: str) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-extensions",
-        "--disable-default-apps",
-        "--no-proxy-server",
-        "--window-size=1280,900",
-        f"--user-data-dir={user_data_dir}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    driver.set_script_timeout(30)
-    return driver
-
-
 def _browser() -> Iterator[Any]:
     _require_browser()
     user_data_dir = tempfile.mkdtemp(prefix="ragbot-chrome-")
-    drv = _chrome(user_data_dir)
+    drv = chrome(user_data_dir)
     try:
         yield drv
     finally:
@@ -93,15 +60,6 @@ def agent_driver() -> Iterator[Any]:
     yield from _browser()
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-store")
-        super().end_headers()
-
-
 @pytest.fixture(scope="module")
 def serve_dir() -> Iterator[Callable[[Path], str]]:
     """``serve_dir(directory, port=0) -> "http://127.0.0.1:PORT"``: a static host site on a loopback port
@@ -109,10 +67,7 @@ def serve_dir() -> Iterator[Callable[[Path], str]]:
     servers: list[ThreadingHTTPServer] = []
 
     def serve(directory: Path, port: int = 0) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(directory))
-        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, name="host-site", daemon=True).start()
+        server = serve_static(directory, port)
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"
 
