@@ -103,6 +103,8 @@ class Hit:
     sparse_rank: int | None = None
     dense_rank: int | None = None
     matched_terms: tuple[MatchedTerm, ...] = ()
+    bm25_score: float | None = None  # the exact-term (BM25) retriever's score, where it ran
+    bm25_rank: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -345,6 +345,7 @@ class FusionCalibrationRow(Base):
     queries: Mapped[int] = mapped_column(Integer, default=0)
     sparse_sum: Mapped[float] = mapped_column(Float, default=0.0)
     dense_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    bm25_sum: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
