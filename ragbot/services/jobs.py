@@ -9,6 +9,7 @@ queued or running when the process starts again was cut off: ``recover_interrupt
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Session
 from connectors.base import Connector
 from ragbot.db import repositories as repo
 from ragbot.db.models import IngestJob
+from ragbot.observability import metrics
 from ragbot.services.ingest import IngestService, ProgressEvent
 
 logger = logging.getLogger(__name__)
@@ -82,7 +84,8 @@ class IngestJobs:
             session.add(row)
             session.commit()
             status = _status(row)
-        self._pool.submit(self._run, status.id, bot_id, connector, kind)
+        # The job's log lines keep the submitting request's id (a context copy runs in the pool thread).
+        self._pool.submit(contextvars.copy_context().run, self._run, status.id, bot_id, connector, kind)
         return status
 
     def get(self, bot_id: str, job_id: str) -> JobStatus | None:
@@ -152,11 +155,13 @@ class IngestJobs:
         except Exception as exc:
             logger.exception("ingest job %s failed", job_id)
             self._update(job_id, status=FAILED, error=f"{type(exc).__name__}: {exc}")
+            metrics.job_finished("ingest", "failed")
             return
         done = report.added + report.updated + report.unchanged + report.removed + report.failed
         elapsed = time.monotonic() - started
         final = ProgressEvent(done, done, elapsed, done / elapsed if elapsed > 0 else 0.0, report)
         self._update(job_id, status=SUCCEEDED, processed=done, report=_progress_report(final))
+        metrics.job_finished("ingest", "succeeded")
 
 
 def _progress_report(event: ProgressEvent) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from ragbot.config import Settings
 from ragbot.db import webhooks as sql
 from ragbot.db.models import utcnow
 from ragbot.db.session import session_scope
+from ragbot.observability import metrics
 from ragbot.webhooks.service import refusal_message, webhook_http_client
 from ragbot.webhooks.signing import encode_body, signed_headers
 
@@ -254,6 +255,10 @@ class WebhookWorker:
                 status_code=result.status_code,
                 error=result.error,
                 delivered_at=now if result.ok else None,
+            )
+        if kept:
+            metrics.webhook_attempt(
+                "delivered" if result.ok else "failed" if status == sql.FAILED else "retry"
             )
         if not kept:
             log.info("webhook %s: the claim was lost while sending; outcome not recorded", claim.delivery_id)

@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 from ragbot.analytics.windows import WindowError, parse_window
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
-from ragbot.api.schemas import ErrorOut
 from ragbot.db.models import utcnow
 from ragbot.tenancy.deps import AdminDep, admin_bot_id
 
@@ -21,10 +20,11 @@ router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/html": {}}},
-    401: {"model": ErrorOut},
-    403: {"model": ErrorOut},
-    404: {"model": ErrorOut},
-    422: {"model": ErrorOut},
+    # Errors are the API's JSON error body, not HTML: say so, or the route's HTML media type is assumed.
+    **{
+        status: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+        for status in (401, 403, 404, 422)
+    },
 }
 #: The page runs no script and loads nothing but its own stylesheet: charts are inline SVG.
 _CSP = (
