@@ -3,6 +3,8 @@
 Encodes each BEIR folder once with the packaged models (cached under ``--cache``, never in the repo),
 scores every query against the whole corpus exactly (numpy/scipy), then replays each fusion rule over the
 same top-``prefetch`` candidate lists the product retriever sees and prints nDCG@10 per dataset and rule.
+The BM25 signal is the product's own (``ragbot.encoders.lexical.Bm25Encoder`` with the index's IDF), and
+"best single" is the best of BM25, SPLADE and dense on each dataset.
 
     .venv/bin/python benchmarks/fusion_study.py ../shared/data/beir/msmarco-5k /tmp/beir/* [--prefetch 50]
 """
@@ -29,6 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from ragbot.evaluation.beir import BeirDataset, load_beir
 from ragbot.evaluation.metrics import mean_metrics, ndcg_at
 from ragbot.retrieval import fusion
+from ragbot.types import SparseVector
 
 Ranked = list[tuple[str, float]]
 
@@ -135,6 +138,7 @@ class Scores:
 
     doc_ids: list[str]
     query_ids: list[str]
+    query_texts: list[str]
     sparse: np.ndarray
     dense: np.ndarray
     bm25: np.ndarray
@@ -145,18 +149,32 @@ class Scores:
 
 
 def _bm25(ds: BeirDataset, queries: list[str]) -> np.ndarray:
-    import bm25s
-    import Stemmer
+    """The product's BM25 (``ragbot.encoders.lexical.Bm25Encoder``: per-document language, its Snowball
+    stemmer, names kept whole) over whole documents, times Qdrant's IDF modifier
+    ``ln(1 + (N - n + 0.5) / (n + 0.5))`` computed over this corpus, as the index does at query time."""
+    from ragbot.encoders.lexical import Bm25Encoder
 
-    stemmer = Stemmer.Stemmer("english")
-    corpus = [_doc_text(d.title, d.text) for d in ds.corpus]
-    retriever = bm25s.BM25()
-    retriever.index(
-        bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False
-    )
-    tokens = bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False)
-    # get_scores takes a list of token strings per query and returns scores for all docs
-    return np.stack([retriever.get_scores(t) for t in tokens]).astype(np.float32)
+    encoder = Bm25Encoder()
+    docs = encoder.encode_documents([_doc_text(d.title, d.text) for d in ds.corpus])
+    qvecs = [encoder.encode_query(q) for q in queries]
+    column: dict[int, int] = {}
+    for vec in (*docs, *qvecs):
+        for term in vec.indices:
+            column.setdefault(term, len(column))
+
+    def matrix(vecs: Sequence[SparseVector]) -> sp.csr_matrix:
+        rows = [np.full(len(v.indices), i) for i, v in enumerate(vecs)]
+        cols = [np.array([column[t] for t in v.indices], dtype=np.int64) for v in vecs]
+        vals = [np.asarray(v.values, dtype=np.float32) for v in vecs]
+        return sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(len(vecs), len(column)),
+        )
+
+    dm, qm = matrix(docs), matrix(qvecs)
+    n_docs, df = dm.shape[0], np.bincount(dm.indices, minlength=len(column))
+    idf = np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+    return np.asarray((qm @ sp.diags(idf) @ dm.T).todense(), dtype=np.float32)
 
 
 def encode_dataset(ds: BeirDataset, cache: Path, enc: Callable[[], _Encoders], max_length: int) -> Scores:
@@ -205,6 +223,7 @@ def encode_dataset(ds: BeirDataset, cache: Path, enc: Callable[[], _Encoders], m
     return Scores(
         doc_ids=[d.id for d in ds.corpus],
         query_ids=qids,
+        query_texts=qtexts,
         sparse=np.asarray((qsp @ dsp.T).todense()),
         dense=qde @ dde.T,
         bm25=_bm25(ds, qtexts),
@@ -239,6 +258,7 @@ class QueryView:
     doc_rows: Callable[[Sequence[str]], list[int]]
     scores: Scores
     qi: int
+    text: str = ""
 
 
 Rule = Callable[[QueryView], Sequence[tuple[str, float]]]
@@ -269,6 +289,7 @@ def views(scores: Scores, prefetch: int) -> list[QueryView]:
                 doc_rows=lambda ids: [index[d] for d in ids],
                 scores=scores,
                 qi=qi,
+                text=scores.query_texts[qi],
             )
         )
     return out
@@ -571,10 +592,54 @@ def run_rule_calibrated(temperature: float, exact: bool) -> RunRule:
     return make
 
 
+def run_rule_product_three(gate: bool) -> RunRule:
+    """The product's three-signal hybrid (``Retriever._hybrid`` with ``zscore_calibrated``): every candidate
+    of the three top lists' union scored exactly by SPLADE, dense and BM25, each standardised by its own top
+    list, weighted by ``fusion.calibrated_weights`` of the three mean ``top_z`` over the run's queries. With
+    ``gate``, a query detected (``detect_language``) in a language outside ``neural_languages`` (English)
+    is served by BM25 alone and does not feed the calibration, as the retriever does."""
+    from ragbot.config import Settings
+    from ragbot.encoders.lexical import UNDETERMINED, detect_language
+
+    neural = set(Settings().neural_languages)
+
+    def gated(v: QueryView) -> bool:
+        language = detect_language(v.text)
+        return gate and language != UNDETERMINED and language not in neural
+
+    def make(qviews: list[QueryView]) -> Rule:
+        fused = [v for v in qviews if not gated(v)] or qviews
+        means = [
+            float(np.mean([fusion.top_z([x for _, x in getattr(v, which)]) for v in fused]))
+            for which in SINGLES[1:] + SINGLES[:1]  # sparse, dense, bm25: the retriever's list order
+        ]
+        weights = fusion.calibrated_weights(*means)
+        print(f"    product 3-signal weights (sparse, dense, bm25): {weights}", file=sys.stderr)
+
+        def run(v: QueryView) -> Ranked:
+            if gated(v):
+                return v.bm25
+            lists = [v.sparse, v.dense, v.bm25]
+            union = sorted({d for ranked in lists for d, _ in ranked})
+            rows = v.doc_rows(union)
+            qi = v.qi
+            exact = {
+                d: (float(v.scores.sparse[qi, r]), float(v.scores.dense[qi, r]), float(v.scores.bm25[qi, r]))
+                for d, r in zip(union, rows, strict=True)
+            }
+            return fusion.zscore_exact(lists, exact, weights)
+
+        return run
+
+    return make
+
+
 def run_rule_calibrated_rm3(temperature: float, lam: float, dense_beta: float) -> RunRule:
     return lambda qviews: rule_sparse_rm3(lam, dense_beta, calibrated_weights(qviews, temperature))
 
 
+#: "best single" is the best of these on each dataset (BM25 is the product's third retriever).
+SINGLES = ("bm25", "sparse", "dense")
 PRODUCT_RULE = "zscore = product"
 RULES: dict[str, Rule] = {
     "bm25": rule_single("bm25"),
@@ -601,11 +666,14 @@ RULES: dict[str, Rule] = {
     "zscore regularised (0.3, top 10)": rule_regularised(0.3, 10),
 }
 CALIBRATED_RULE = "zcal t=20 (lists)"
+THREE_SIGNAL_RULE = "product 3-signal + language gate"
 RUN_RULES: dict[str, RunRule] = {
     "zcal t=15 (exact union)": run_rule_calibrated(15.0, exact=True),
     "zcal t=20 (exact union)": run_rule_calibrated(20.0, exact=True),
     CALIBRATED_RULE: run_rule_calibrated(20.0, exact=False),
     "zcal t=20 +sparse RM3 (0.3) +dense PRF (0.3)": run_rule_calibrated_rm3(20.0, 0.3, 0.3),
+    "product 3-signal (zcal3, exact union)": run_rule_product_three(gate=False),
+    THREE_SIGNAL_RULE: run_rule_product_three(gate=True),
 }
 
 
@@ -658,16 +726,16 @@ def main() -> None:
     for rule in list(RULES) + list(RUN_RULES):
         margins, wins, losses = [], 0, 0
         for n in names:
-            best = max(("sparse", "dense"), key=lambda r: float(per[n][r].mean()))
+            best = max(SINGLES, key=lambda r: float(per[n][r].mean()))
             diff = per[n][rule] - per[n][best]
             margins.append(float(diff.mean()))
             wins, losses = wins + int((diff > 1e-9).sum()), losses + int((diff < -1e-9).sum())
         cells = " | ".join(f"{per[n][rule].mean():.3f}" for n in names)
         print(f"| {rule} | {cells} | {min(margins):+.3f} | {np.mean(margins):+.3f} | {wins}/{losses} |")
-    for shown in (PRODUCT_RULE, CALIBRATED_RULE):
+    for shown in (PRODUCT_RULE, CALIBRATED_RULE, THREE_SIGNAL_RULE):
         print(f"\n95% bootstrap interval of (rule - best single) per dataset, for {shown}:")
         for n in names:
-            best = max(("sparse", "dense"), key=lambda r: float(per[n][r].mean()))
+            best = max(SINGLES, key=lambda r: float(per[n][r].mean()))
             diff = per[n][shown] - per[n][best]
             boots = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
             lo, hi = np.percentile(boots, [2.5, 97.5])

@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--skip-cold", action="store_true", help="skip the cold GGUF conversion run")
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="holds the warm cache (default: RAGBOT_DATA_DIR)"
+        "--data-dir", type=Path, default=None, help="the data folder (default: RAGBOT_DATA_DIR)"
     )
     args = parser.parse_args()
 
@@ -100,7 +100,7 @@ def main() -> None:
     model = args.model or PACKAGED_LLM
     if not model.startswith("ragbot-local/"):
         raise SystemExit("this benchmark measures the embedded model: pass a ragbot-local/... model")
-    cache_dir = base.cache_dir
+    cache_dir = base.model_cache_dir  # the shared per-user cache the product uses
     report: dict[str, object] = {"model": model, "threads": os.cpu_count()}
 
     if not args.skip_cold:

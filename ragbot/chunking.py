@@ -75,6 +75,36 @@ def content_hash(doc: SourceDocument) -> str:
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
 
 
+#: Most characters of title and headings put in front of a chunk's text for encoding: the chunker leaves
+#: the encoders ``max_length - chunk_max_tokens`` tokens of room (56 by default), about 200 characters.
+CONTEXT_MAX_CHARS = 200
+
+
+def context_text(chunk: Chunk) -> str:
+    """What the encoders see for a chunk: its page title and section heading path, then its text.
+
+    A later chunk of "Refund policy" then still matches "refund". A title or heading the text already
+    starts with (a page whose first line is its title) or that repeats an earlier one is left out, and the
+    context is cut to ``CONTEXT_MAX_CHARS`` at a word boundary so the chunk stays within the encoders'
+    length. The stored chunk text, its id and its document's hash do not include the context: a title
+    change moves the document's content hash (``content_hash`` covers the title), so it is re-encoded.
+    """
+    lead = " ".join(chunk.text[: CONTEXT_MAX_CHARS * 2].split()).casefold()
+    parts: list[str] = []
+    seen: set[str] = set()
+    for raw in (chunk.title, *chunk.heading_path):
+        part = " ".join(raw.split())
+        key = part.casefold()
+        if not part or key in seen or lead.startswith(key):
+            continue
+        seen.add(key)
+        parts.append(part)
+    context = " / ".join(parts)
+    if len(context) > CONTEXT_MAX_CHARS:
+        context = context[:CONTEXT_MAX_CHARS].rsplit(" ", 1)[0]
+    return f"{context}\n{chunk.text}" if context else chunk.text
+
+
 def chunk_document(
     doc: SourceDocument,
     *,

@@ -164,6 +164,9 @@ def ask(
         "message_id": done.get("message_id"),
         "status": done.get("status"),
         "answer": done.get("answer", ""),
+        "grounded": bool(done.get("grounded", False)),
+        "answer_kind": done.get("answer_kind"),
+        "handoff_offered": bool(done.get("handoff_offered", False)),
         "citations": [
             {
                 k: c[k]
@@ -234,7 +237,11 @@ def evaluate(
     ],
     as_json: Annotated[bool, typer.Option("--json")] = False,
     modes: Annotated[
-        str, typer.Option("--modes", help="Comma-separated modes.")
+        str,
+        typer.Option(
+            "--modes",
+            help="Comma-separated: bm25, sparse, dense, hybrid (the product's), bm25s (external reference).",
+        ),
     ] = "bm25,sparse,dense,hybrid",
     split: Annotated[
         str, typer.Option("--split", help="Which qrels/<split>.tsv to score against (test, dev, ...).")
@@ -242,14 +249,14 @@ def evaluate(
 ) -> None:
     """Evaluate retrieval on a BEIR dataset through the product's own ingest, index and retriever."""
     from ragbot.evaluation.beir import BeirFormatError
-    from ragbot.evaluation.runner import MODES, format_table
+    from ragbot.evaluation.runner import ALL_MODES, format_table
     from ragbot.evaluation.runner import evaluate as run_eval
 
     if not directory.is_dir():
         _fail(f"{directory} is not a folder", 2)
     chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
-    if not chosen or any(m not in MODES for m in chosen):
-        _fail(f"--modes {modes!r}: choose from {', '.join(MODES)}", 2)
+    if not chosen or any(m not in ALL_MODES for m in chosen):
+        _fail(f"--modes {modes!r}: choose from {', '.join(ALL_MODES)}", 2)
     try:
         results = run_eval(directory, modes=chosen, settings=get_settings(), split=split)
     except BeirFormatError as exc:  # checked before anything is encoded: a usage error, not a crash
@@ -261,20 +268,119 @@ def evaluate(
 
 
 @app.command()
+def reindex(
+    bot: Annotated[
+        str | None, typer.Option("--bot", help="Re-encode this bot's chunks only (default: every bot).")
+    ] = None,
+    keep_neural: Annotated[
+        bool,
+        typer.Option(
+            "--keep-neural",
+            help="Keep the stored SPLADE and dense vectors; add or refresh BM25 only (fast, no models).",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Re-encode stored chunks from the index's own payloads, without re-crawling.
+
+    Upgrades a collection created before the BM25 retriever (rebuilt whole into the new layout) and
+    re-encodes with page titles and headings in front of each chunk. Stop the API first when the index is
+    the embedded one. Each re-encoded bot's learned fusion weights start afresh.
+    """
+    from ragbot.runtime import Runtime
+    from ragbot.services.calibration_store import SqlCalibrationStore
+
+    runtime = Runtime(get_settings())
+    try:
+        if keep_neural:
+            # Nothing is encoded by the models: do not load them.
+            from ragbot.services.ingest import IngestService
+
+            service = IngestService(
+                runtime.index,
+                _NoModel(),  # type: ignore[arg-type]
+                _NoModel(),  # type: ignore[arg-type]
+                runtime.session_factory,
+                chunk_max_tokens=runtime.settings.chunk_max_tokens,
+                chunk_overlap_tokens=runtime.settings.chunk_overlap_tokens,
+                batch_size=runtime.settings.encode_batch_size,
+                lexical=runtime.lexical_or_none,
+                title_context=runtime.settings.title_context,
+            )
+        else:
+            service = runtime.ingest_service
+        report = service.reindex(bot, keep_neural=keep_neural)
+        store = SqlCalibrationStore(runtime.session_factory)
+        for bot_id in sorted(report.bots):
+            store.reset(bot_id)
+    finally:
+        runtime.close()
+    out = {
+        "chunks": report.chunks,
+        "reencoded": report.reencoded,
+        "rebuilt": report.rebuilt,
+        "bots": sorted(report.bots),
+    }
+    if as_json:
+        _print_json(out)
+    else:
+        layout = " (collection rebuilt with BM25)" if report.rebuilt else ""
+        typer.echo(
+            f"re-encoded {report.chunks} chunks of {len(report.bots)} bot(s){layout}; "
+            f"{report.reencoded} with fresh SPLADE and dense vectors"
+        )
+
+
+class _NoModel:
+    """Stands in for an encoder that ``reindex --keep-neural`` never calls."""
+
+    def encode_documents(self, texts: object) -> list[object]:
+        if texts:
+            raise RuntimeError("reindex --keep-neural must not encode with the neural models")
+        return []
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(help="API processes (needs PostgreSQL and a Qdrant server).")] = 1,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="json or text (default: RAGBOT_LOG_FORMAT, else json).")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="Default: RAGBOT_LOG_LEVEL, else INFO.")
+    ] = None,
 ) -> None:
-    """Run the HTTP API (OpenAPI docs at /docs, the widget demo at /demo).
+    """Run the HTTP API (OpenAPI docs at /docs, the widget demo at /demo, Prometheus metrics at /metrics).
 
     On first start it creates the deployment's bot and, when no admin API key exists yet, one admin key,
-    printed once.
+    printed once. Logs are JSON lines with a request id; with several workers the metrics of all of them
+    are merged through PROMETHEUS_MULTIPROC_DIR (default: a folder under the data folder, emptied here).
     """
+    import os
+
     import uvicorn
 
     from ragbot.runtime import Runtime
 
+    if log_format is not None:
+        if log_format not in ("json", "text"):
+            _fail(f"--log-format must be json or text, not {log_format!r}", 2)
+        os.environ["RAGBOT_LOG_FORMAT"] = log_format  # the worker processes read settings afresh
+    if log_level is not None:
+        os.environ["RAGBOT_LOG_LEVEL"] = log_level
+    get_settings.cache_clear()
+    if workers > 1 and not get_settings().qdrant_url:
+        _fail(
+            "--workers N needs a Qdrant server: embedded Qdrant Edge serves one process. "
+            "Set RAGBOT_QDRANT_URL (see the README's production section), or run one worker.",
+            2,
+        )
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from ragbot.observability.metrics import prepare_multiprocess_dir
+
+        prepare_multiprocess_dir(get_settings().data_dir / "prometheus-multiproc")
     runtime = Runtime(get_settings())
     try:
         bot = runtime.bots.ensure(runtime.settings.bot_id, actor="ragbot serve")
@@ -288,7 +394,15 @@ def serve(
     typer.echo(
         f'embed: <script src="{base}/widget.js" data-bot="{bot["public_key"]}" async></script>', err=True
     )
-    uvicorn.run("ragbot.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        "ragbot.api.app:serve_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,  # serve_app sets up logging (JSON by default) in each process
+        access_log=False,  # ragbot.access logs each request with its route, duration and request id
+    )
 
 
 @app.command()

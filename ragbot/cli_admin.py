@@ -161,7 +161,12 @@ def bots_update(
     decline: Annotated[str | None, typer.Option(help="What the bot says when it cannot answer.")] = None,
     model: Annotated[str | None, typer.Option()] = None,
     language: Annotated[str | None, typer.Option(help="'match' or an ISO 639-1 code.")] = None,
-    min_relevance: Annotated[float | None, typer.Option(help="Relevance floor (dense cosine).")] = None,
+    min_relevance: Annotated[
+        float | None, typer.Option(help="Fixed relevance floor (dense cosine); default: calibrated.")
+    ] = None,
+    max_words: Annotated[
+        int | None, typer.Option("--max-words", help="Answer length limit in words (citations kept).")
+    ] = None,
     rate_visitor: Annotated[int | None, typer.Option(help="Messages per visitor per minute.")] = None,
     rate_ip: Annotated[int | None, typer.Option(help="Messages per IP per minute.")] = None,
     daily_budget: Annotated[int | None, typer.Option(help="Messages per day for the bot.")] = None,
@@ -183,6 +188,7 @@ def bots_update(
         llm_model=model,
         language_policy=language,
         min_relevance=min_relevance,
+        answer_max_words=max_words,
         rate_visitor_per_minute=rate_visitor,
         rate_ip_per_minute=rate_ip,
         daily_message_budget=daily_budget,

@@ -6,6 +6,7 @@ so importing any module stays cheap.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -88,13 +89,75 @@ class Settings(BaseSettings):
         ),
     )
     rrf_k: int = 60
-    min_relevance: float | None = Field(
-        default=0.20,
+    lexical_retriever: bool = Field(
+        default=True,
         description=(
-            "Floor on the top hit's dense cosine; below it the bot refuses without an LLM call. 0.20 is "
-            "calibrated for the packaged MiniLM by benchmarks/calibrate_refusal.py; recalibrate (or set "
-            "None) when RAGBOT_DENSE_MODEL changes."
+            "BM25 as a third retriever beside SPLADE and the dense model (exact names, model numbers, "
+            "error codes, and languages the neural models do not know)."
         ),
+    )
+    neural_languages: list[str] = Field(
+        default_factory=lambda: ["en"],
+        description=(
+            "ISO 639-1 languages the sparse and dense models understand (the packaged ones: English). A "
+            "query detected in another language is answered by BM25 alone."
+        ),
+    )
+    title_context: bool = Field(
+        default=True,
+        description="Encode each chunk with its page title and section headings in front of its text.",
+    )
+
+    # --- grounding: in scope or declined, verified or not shown ---------------------
+    min_relevance: float | None = Field(
+        default=None,
+        description=(
+            "A fixed floor on the top hits' dense cosine for every bot (below it the bot declines without "
+            "an LLM call). None: each bot's floor is calibrated on its own content "
+            "(ragbot.retrieval.scope); a bot's own min_relevance overrides either."
+        ),
+    )
+    grounding: Literal["verify", "off"] = Field(
+        default="verify",
+        description=(
+            "verify: calibrated relevance floor, and every answer sentence is shown only once the passages "
+            "it cites support it (else an extractive answer or a decline). off: no calibrated floor and "
+            "the model's text is shown as written (a fixed min_relevance still applies)."
+        ),
+    )
+    relevance_null_k: float = Field(
+        default=3.0,
+        description=(
+            "Calibrated floor: robust deviations (MAD) above the bot's off-topic null distribution the "
+            "question's strongest retrieval signal must reach."
+        ),
+    )
+    relevance_fallback: float = Field(
+        default=0.20,
+        description="Dense cosine floor used while a bot's calibration is still running.",
+    )
+    relevance_calibration_wait_s: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="How long a turn waits for a bot's first calibration before using the fallback floor.",
+    )
+    grounding_min_coverage: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="Share of a sentence's content words a passage must hold to support it on words alone.",
+    )
+    grounding_min_dense: float = Field(
+        default=0.65,
+        ge=-1.0,
+        le=1.0,
+        description="Dense cosine to the passage's closest sentence that supports a paraphrased sentence.",
+    )
+    answer_max_words: int = Field(
+        default=80,
+        ge=10,
+        le=1000,
+        description="Default answer length limit in words (bots override it); citation markers are kept.",
     )
 
     # --- generation --------------------------------------------------------------
@@ -110,6 +173,13 @@ class Settings(BaseSettings):
     llm_max_retries: int = 2
     llm_retry_backoff_s: float = 0.5
     llm_context_window: int = 2048
+    llm_cache_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Converted (dequantized) weights of the embedded model, shared by every process and data folder. "
+            "Unset: $XDG_CACHE_HOME/ragbot, else ~/.cache/ragbot."
+        ),
+    )
     llm_tools: Literal["auto", "on", "off"] = Field(
         default="auto",
         description=(
@@ -189,6 +259,17 @@ class Settings(BaseSettings):
         default=True, description="Serve /demo, a page embedding the default bot's widget."
     )
 
+    # --- operations: logs and metrics ------------------------------------------------
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="auto: JSON lines for the API server (`ragbot serve`), plain text for other commands.",
+    )
+    log_level: str = Field(default="INFO", description="Root log level of the API server (`ragbot serve`).")
+    metrics_token: str | None = Field(
+        default=None,
+        description="Bearer token for GET /metrics (Prometheus scrapers); an unscoped admin key works too.",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -202,6 +283,16 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Where the embedded LLM's converted weights live: per user, not per data folder, so a server,
+        the CLI and tests with their own data folders convert the GGUF once between them."""
+        if self.llm_cache_dir is not None:
+            return self.llm_cache_dir
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+        return base / "ragbot"
 
 
 @lru_cache(maxsize=1)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from ragbot.encoders.base import DenseEncoder, SparseEncoder
+    from ragbot.encoders.lexical import Bm25Encoder
     from ragbot.feedback.service import FeedbackService
     from ragbot.generation.base import ChatLLM
     from ragbot.generation.prompts import PromptLibrary
@@ -47,6 +48,7 @@ class Runtime:
             "session_factory",
             "sparse_encoder",
             "dense_encoder",
+            "lexical_encoder",
             "index",
             "retriever",
             "llm",
@@ -91,6 +93,18 @@ class Runtime:
         return load_dense_encoder(self.settings)
 
     @cached_property
+    def lexical_encoder(self) -> Bm25Encoder:
+        """The BM25 analyser (cheap: no model); retrieval and ingest use it when ``lexical_retriever`` is on,
+        search highlighting always."""
+        from ragbot.encoders import load_lexical_encoder
+
+        return load_lexical_encoder(self.settings)
+
+    @property
+    def lexical_or_none(self) -> Bm25Encoder | None:
+        return self.lexical_encoder if self.settings.lexical_retriever else None
+
+    @cached_property
     def index(self) -> VectorIndex:
         from ragbot.index import open_index
 
@@ -125,6 +139,8 @@ class Runtime:
             rrf_k=self.settings.rrf_k,
             explain_terms=explain_terms,
             calibration=calibration,
+            lexical=self.lexical_or_none,
+            neural_languages=self.settings.neural_languages,
         )
 
     @cached_property
@@ -231,6 +247,8 @@ class Runtime:
             chunk_max_tokens=self.settings.chunk_max_tokens,
             chunk_overlap_tokens=self.settings.chunk_overlap_tokens,
             batch_size=self.settings.encode_batch_size,
+            lexical=self.lexical_or_none,
+            title_context=self.settings.title_context,
         )
 
     @cached_property
@@ -244,6 +262,9 @@ class Runtime:
             prompts=self.prompts,
             settings=self.settings,
             publish=self.publish,
+            sparse_encoder=self.sparse_encoder,
+            dense_encoder=self.dense_encoder,
+            index=self.index,
         )
 
     def publish(self, conversation_id: str) -> None:

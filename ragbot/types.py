@@ -83,6 +83,7 @@ class EncodedChunk:
     chunk: Chunk
     sparse: SparseVector
     dense: tuple[float, ...]
+    bm25: SparseVector | None = None  # the exact-term (BM25) vector; None where BM25 is off
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,13 +26,16 @@ from ragbot.api.routes import (
     health,
     keys,
     leads,
+    metrics,
     privacy,
     report,
+    search,
     sources,
     webhooks,
 )
 from ragbot.config import Settings, get_settings
 from ragbot.handoff.inbox import routes as inbox_routes
+from ragbot.observability.middleware import ObservabilityMiddleware
 from ragbot.runtime import Runtime
 from ragbot.widget import routes as widget_routes
 from ragbot.widget.cors import WidgetCorsMiddleware
@@ -66,6 +69,9 @@ def create_app(
                 rt.background.stop()
             if runtime is None:
                 rt.close()
+            from ragbot.observability.metrics import process_exiting
+
+            process_exiting()
 
     app = FastAPI(
         title="ragbot",
@@ -77,6 +83,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(WidgetCorsMiddleware)
+    app.add_middleware(ObservabilityMiddleware)  # outermost: the request id reaches every layer below
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -98,6 +105,7 @@ def create_app(
 
     app.include_router(health.router)
     app.include_router(chat.router)
+    app.include_router(search.router)
     app.include_router(conversations.router)
     app.include_router(sources.router)
     app.include_router(bots.router)
@@ -112,7 +120,18 @@ def create_app(
     app.include_router(report.router)
     app.include_router(widget_routes.router)
     app.include_router(inbox_routes.router)
+    app.include_router(metrics.router)
     return app
+
+
+def serve_app() -> FastAPI:
+    """The factory ``ragbot serve`` hands uvicorn: logging set up from settings, in each worker process
+    (uvicorn's workers are fresh processes that only import this), then the app."""
+    from ragbot.observability.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging("text" if settings.log_format == "text" else "json", settings.log_level)
+    return create_app(settings)
 
 
 def _operation_id(route: APIRoute) -> str:

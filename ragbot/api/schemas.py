@@ -73,6 +73,18 @@ class ChatResponse(BaseModel):
     )
     owner_mode: str = "bot"
     citations: list[CitationOut]
+    grounded: bool = Field(
+        default=False,
+        description="Every sentence shown is supported by the passages it cites; false for a decline.",
+    )
+    answer_kind: str | None = Field(
+        default=None,
+        description=(
+            "generated (the model's verified sentences) | extractive (source sentences quoted, the model's "
+            "could not be verified) | declined; null when no answer was produced"
+        ),
+    )
+    handoff_offered: bool = Field(default=False, description="A declined answer offers a person.")
     standalone_query: str | None = None
 
 
@@ -85,6 +97,8 @@ class MessageOut(BaseModel):
     status: str
     error: str | None = None
     created_at: datetime
+    grounded: bool = False
+    answer_kind: str | None = None
     citations: list[CitationOut] = Field(default_factory=list)
 
 
@@ -146,6 +160,7 @@ class BotOut(BaseModel):
     llm_fallbacks: list[str] | None
     language_policy: str
     min_relevance: float | None
+    answer_max_words: int | None = None
     public_key: str | None
     allowed_origins: list[str]
     rate_visitor_per_minute: int | None
@@ -192,7 +207,9 @@ class ApiKeyRequest(BaseModel):
 
     name: str = Field(default="", max_length=200)
     bot_id: str | None = Field(default=None, description="Scope the key to one bot; omit for every bot.")
-    expires_in_days: float | None = Field(default=None, gt=0, le=3650)
+    expires_in_days: float | None = Field(
+        default=None, ge=1 / 1440, le=3650, description="At least one minute (1/1440 day), at most 10 years."
+    )
 
 
 class WidgetSessionRequest(BaseModel):

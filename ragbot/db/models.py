@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -96,7 +97,8 @@ class Bot(Base):
     llm_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     llm_fallbacks: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     language_policy: Mapped[str] = mapped_column(String(16), default="match")
-    min_relevance: Mapped[float | None] = mapped_column(Float, nullable=True)
+    min_relevance: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: calibrated per bot
+    answer_max_words: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the deployment's
     # who may use it, and how much
     public_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     allowed_origins: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -213,6 +215,10 @@ class Message(Base):
     internal: Mapped[bool] = mapped_column(default=False)
     #: Who wrote it when a person did (the agent's identity).
     author: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    #: A bot answer whose every shown sentence its cited passages support (``ragbot.generation.grounding``).
+    grounded: Mapped[bool] = mapped_column(default=False, server_default=false())
+    #: generated | extractive | declined (bot answers; None for others and for failed turns).
+    answer_kind: Mapped[str | None] = mapped_column(String(20), nullable=True)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
     citations: Mapped[list[CitationRow]] = relationship(

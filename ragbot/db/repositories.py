@@ -661,8 +661,8 @@ def update_ingest_job(
 
 
 def add_fusion_observations(
-    session: Session, bot_id: str, queries: int, sparse_sum: float, dense_sum: float
-) -> tuple[int, float, float]:
+    session: Session, bot_id: str, queries: int, sparse_sum: float, dense_sum: float, bm25_sum: float = 0.0
+) -> tuple[int, float, float, float]:
     """Add one process's new observations to the bot's shared totals and return the totals after it.
 
     One ``INSERT ... ON CONFLICT DO UPDATE SET queries = queries + excluded.queries ... RETURNING``: the
@@ -676,6 +676,7 @@ def add_fusion_observations(
         "queries": queries,
         "sparse_sum": sparse_sum,
         "dense_sum": dense_sum,
+        "bm25_sum": bm25_sum,
         "updated_at": utcnow(),
     }
     dialect = session.get_bind().dialect.name
@@ -696,21 +697,25 @@ def add_fusion_observations(
             "queries": row.queries + excluded.queries,
             "sparse_sum": row.sparse_sum + excluded.sparse_sum,
             "dense_sum": row.dense_sum + excluded.dense_sum,
+            "bm25_sum": row.bm25_sum + excluded.bm25_sum,
             "updated_at": excluded.updated_at,
         },
-    ).returning(row.queries, row.sparse_sum, row.dense_sum)
-    total_queries, total_sparse, total_dense = session.execute(statement).one()
-    return int(total_queries), float(total_sparse), float(total_dense)
+    ).returning(row.queries, row.sparse_sum, row.dense_sum, row.bm25_sum)
+    total_queries, total_sparse, total_dense, total_bm25 = session.execute(statement).one()
+    return int(total_queries), float(total_sparse), float(total_dense), float(total_bm25)
 
 
-def get_fusion_calibration(session: Session, bot_id: str) -> tuple[int, float, float] | None:
-    """The bot's shared ``(queries, sparse_sum, dense_sum)``, or ``None`` before its first flush."""
+def get_fusion_calibration(session: Session, bot_id: str) -> tuple[int, float, float, float] | None:
+    """The bot's shared ``(queries, sparse_sum, dense_sum, bm25_sum)``, or ``None`` before its first flush."""
     row = session.execute(
         select(
-            FusionCalibrationRow.queries, FusionCalibrationRow.sparse_sum, FusionCalibrationRow.dense_sum
+            FusionCalibrationRow.queries,
+            FusionCalibrationRow.sparse_sum,
+            FusionCalibrationRow.dense_sum,
+            FusionCalibrationRow.bm25_sum,
         ).where(FusionCalibrationRow.bot_id == bot_id)
     ).one_or_none()
-    return None if row is None else (int(row[0]), float(row[1]), float(row[2]))
+    return None if row is None else (int(row[0]), float(row[1]), float(row[2]), float(row[3]))
 
 
 def reset_fusion_calibration(session: Session, bot_id: str) -> bool:

@@ -1,4 +1,4 @@
-"""Sparse (SPLADE) and dense encoders, built from ``Settings``.
+"""Sparse (SPLADE), dense and lexical (BM25) encoders, built from ``Settings``.
 
 Importing this package loads no model and imports neither torch nor transformers: the loaders import them
 when called, so the API, the CLI and the tests that never encode stay fast to start.
@@ -6,14 +6,20 @@ when called, so the API, the CLI and the tests that never encode stay fast to st
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ragbot.config import Settings
 from ragbot.encoders.base import DenseEncoder, SparseEncoder
+
+if TYPE_CHECKING:
+    from ragbot.encoders.lexical import Bm25Encoder
 
 __all__ = [
     "DenseEncoder",
     "SparseEncoder",
     "apply_torch_threads",
     "load_dense_encoder",
+    "load_lexical_encoder",
     "load_sparse_encoder",
 ]
 
@@ -52,3 +58,11 @@ def load_dense_encoder(settings: Settings) -> DenseEncoder:
         precision=settings.dense_precision,
         query_precision=settings.dense_query_precision,
     )
+
+
+def load_lexical_encoder(settings: Settings) -> Bm25Encoder:
+    """The BM25 encoder: no model, only PyStemmer and py3langid (its model loads on first detection)."""
+    from ragbot.encoders.lexical import Bm25Encoder
+
+    del settings  # nothing to configure yet: the constants are documented in ragbot.encoders.lexical
+    return Bm25Encoder()

@@ -309,7 +309,7 @@ class LiteLLMChat:
         if any(d.is_local for d in self._chain):
             from ragbot.generation.local_provider import register_local_provider
 
-            self._local = register_local_provider(settings.cache_dir)
+            self._local = register_local_provider(settings.model_cache_dir)
         self.last_model: str | None = None  # the deployment that produced the last successful stream
         #: ``{"prompt_tokens", "completion_tokens", "cost_usd"}`` of the last stream, where reported.
         self.last_usage: dict[str, Any] | None = None

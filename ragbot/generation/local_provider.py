@@ -12,7 +12,12 @@ Model names after the ``ragbot-local/`` prefix:
 
 GGUF weights are dequantized by transformers on load, which takes ~15 s for 135M parameters. The
 converted float weights are cached as safetensors under ``<cache_dir>/llm/`` keyed by the GGUF's path,
-size, mtime and the transformers version, so later starts load in a couple of seconds.
+size, mtime and the transformers version, so later starts load in a couple of seconds. The cache folder
+is ``RAGBOT_LLM_CACHE_DIR`` (default: the user cache, ``$XDG_CACHE_HOME/ragbot`` or ``~/.cache/ragbot``),
+so every process of the user shares one conversion whatever its data folder. A file lock next to each
+entry makes processes that start together convert once: the first converts, the others wait and read
+its result. An entry is only used when its manifest (``.complete``: file names and sizes) matches the
+files on disk and it loads; a partial or corrupt entry is removed and rebuilt.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -37,10 +43,13 @@ import litellm
 from litellm.llms.custom_llm import CustomLLM, CustomLLMError
 from litellm.types.utils import GenericStreamingChunk, ModelResponse
 
+from ragbot.generation.local_stop import SentenceGate
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "PROVIDER",
+    "DecodePolicy",
     "LocalChatModel",
     "LocalModelError",
     "RagbotLocalLLM",
@@ -71,6 +80,21 @@ _TURN_TOKENS = ("<|im_start|>", "<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|
 
 class LocalModelError(RuntimeError):
     """The local model could not be located or loaded."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodePolicy:
+    """How the embedded model ends an answer (chosen on ``benchmarks/answer_models.py``).
+
+    ``no_repeat_ngram``: ban repeating any n-gram of the answer itself (0 turns it off).
+    ``redundancy``: end the answer at the first sentence whose content words were mostly said already
+    (see ``ragbot.generation.local_stop``; 0 turns it off).
+    ``trim_unfinished``: drop the last sentence when the token cap cut it off.
+    """
+
+    no_repeat_ngram: int = 4
+    redundancy: float = 0.7
+    trim_unfinished: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,15 +183,17 @@ class LocalChatModel:
         temperature: float | None,
         top_p: float | None = None,
         seed: int | None = None,
-        no_repeat_ngram: int = 4,
+        policy: DecodePolicy | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[str]:
         """Yield decoded text pieces; setting ``cancel`` (or closing the iterator) stops generation.
 
-        ``no_repeat_ngram`` forbids repeating any n-gram of the answer itself: small models fall into
-        loops ("The pipeline. The pipeline. ..."). Unlike transformers' own ``repetition_penalty`` and
-        ``no_repeat_ngram_size``, it ignores the prompt, so copying words from the sources stays free.
+        The policy's ``no_repeat_ngram`` forbids repeating any n-gram of the answer itself: small models
+        fall into loops ("The pipeline. The pipeline. ..."). Unlike transformers' own
+        ``repetition_penalty`` and ``no_repeat_ngram_size``, it ignores the prompt, so copying words from
+        the sources stays free. Its sentence gate ends the answer once it only restates itself.
         """
+        policy = policy or DecodePolicy()
         import torch
         from transformers import (
             LogitsProcessorList,
@@ -200,7 +226,9 @@ class LocalChatModel:
             "eos_token_id": self.stop_token_ids,
             "pad_token_id": self.tokenizer.pad_token_id or self.stop_token_ids[0],
             "stopping_criteria": StoppingCriteriaList([_Cancelled()]),
-            "logits_processor": LogitsProcessorList([_NoRepeatInAnswer(prompt_tokens, no_repeat_ngram)]),
+            "logits_processor": LogitsProcessorList(
+                [_NoRepeatInAnswer(prompt_tokens, policy.no_repeat_ngram)]
+            ),
             "streamer": streamer,
         }
         if sample:
@@ -210,6 +238,7 @@ class LocalChatModel:
         else:  # greedy: silence the sampling defaults a generation_config may carry
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
         failure: list[BaseException] = []
+        generated: list[int] = []
 
         def run() -> None:
             try:
@@ -217,23 +246,35 @@ class LocalChatModel:
                     if seed is not None:
                         torch.manual_seed(seed)
                     if not stop.is_set():
-                        self.model.generate(**gen_kwargs)
+                        output = self.model.generate(**gen_kwargs)
+                        generated.append(int(output.shape[1]) - prompt_tokens)
             except BaseException as exc:  # surfaced in the consumer below
                 failure.append(exc)
             finally:
                 streamer.text_queue.put(streamer.stop_signal)
 
+        gate = SentenceGate(redundancy=policy.redundancy)
         worker = threading.Thread(target=run, name=f"ragbot-local:{self.name}", daemon=True)
         worker.start()
         try:
             for piece in streamer:
-                if piece:
-                    yield piece
+                shown = gate.feed(piece)
+                if shown:
+                    yield shown
+                if gate.stopped:
+                    log.debug("%s: answer ended at a sentence that repeats it", self.name)
+                    stop.set()
+                    break
+            worker.join(timeout=30)
+            if failure:
+                raise failure[0]
+            capped = bool(generated) and generated[0] >= gen_kwargs["max_new_tokens"]
+            tail = gate.finish(truncated=capped and policy.trim_unfinished)
+            if tail:
+                yield tail
         finally:
             stop.set()
             worker.join(timeout=30)
-        if failure:
-            raise failure[0]
 
 
 class _NoRepeatInAnswer:
@@ -297,24 +338,17 @@ def _no_conversion_bar() -> Iterator[None]:
         setattr(gguf_utils, "tqdm", bar)  # noqa: B010
 
 
+#: How long a process waits for another one converting the same GGUF before converting it itself.
+_CONVERSION_LOCK_TIMEOUT_S = 600.0
+
+
 def _load(source: ModelSource, cache_dir: Path) -> LocalChatModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
     from_cache = False
     if source.gguf:
-        cached = _gguf_cache_dir(source, cache_dir)
-        if (cached / _COMPLETE_MARKER).is_file():
-            model = AutoModelForCausalLM.from_pretrained(cached, dtype="float32")
-            tokenizer = AutoTokenizer.from_pretrained(cached)
-            from_cache = True
-        else:
-            gguf_path = Path(source.path)
-            log.info("dequantizing %s (first start only; cached under %s)", gguf_path.name, cached)
-            with _no_conversion_bar():
-                tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-                model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-            _save_converted(model, tokenizer, cached)
+        model, tokenizer, from_cache = _load_gguf(source, cache_dir)
     else:
         try:
             tokenizer = AutoTokenizer.from_pretrained(source.path)
@@ -324,7 +358,7 @@ def _load(source: ModelSource, cache_dir: Path) -> LocalChatModel:
                 f"cannot load local model {source.name!r}: not a packaged model, .gguf file, model folder "
                 f"or cached Hugging Face model ({exc})"
             ) from exc
-    model.eval()  # type: ignore[no-untyped-call]
+    model.eval()
     elapsed = time.perf_counter() - started
     log.info(
         "loaded local model %s in %.1f s (%s)", source.name, elapsed, "cache" if from_cache else "source"
@@ -339,8 +373,102 @@ def _load(source: ModelSource, cache_dir: Path) -> LocalChatModel:
     )
 
 
+def _load_gguf(source: ModelSource, cache_dir: Path) -> tuple[Any, Any, bool]:
+    """The converted weights from the shared cache, else dequantize once (under a cross-process lock)."""
+    from filelock import FileLock, Timeout
+
+    entry = _gguf_cache_dir(source, cache_dir)
+    cached = _read_cache_entry(entry)
+    if cached is not None:
+        return (*cached, True)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        lock: contextlib.AbstractContextManager[Any] = FileLock(
+            str(entry.parent / f"{entry.name}.lock"), timeout=_CONVERSION_LOCK_TIMEOUT_S
+        )
+    except OSError as exc:  # a read-only cache: convert for this process only
+        log.warning("cannot use the model cache %s: %s", entry.parent, exc)
+        lock = contextlib.nullcontext()
+    try:
+        with lock:
+            cached = _read_cache_entry(entry)  # another process may have converted it while we waited
+            if cached is not None:
+                return (*cached, True)
+            model, tokenizer = _dequantize(source, entry)
+            _save_converted(model, tokenizer, entry)
+            return model, tokenizer, False
+    except Timeout:
+        log.warning("gave up waiting for %s.lock; converting without the cache", entry)
+        model, tokenizer = _dequantize(source, entry)
+        return model, tokenizer, False
+
+
+def _dequantize(source: ModelSource, entry: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(source.path)
+    log.info("dequantizing %s (first start only; cached under %s)", gguf_path.name, entry)
+    with _no_conversion_bar():
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    return model, tokenizer
+
+
+def _read_cache_entry(entry: Path) -> tuple[Any, Any] | None:
+    """The cached model and tokenizer, or None when the entry is missing, partial or unreadable.
+
+    A damaged entry (a crash mid-write on a filesystem without atomic renames, a truncated copy, a
+    disk error) is removed, so the caller converts again instead of failing at every start.
+    """
+    if not entry.exists():
+        return None
+    problem = _cache_entry_problem(entry)
+    if problem is None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(entry, dtype="float32")
+            tokenizer = AutoTokenizer.from_pretrained(entry)
+            return model, tokenizer
+        except Exception as exc:  # any unreadable file means the same: rebuild
+            problem = f"{type(exc).__name__}: {exc}"
+    log.warning("discarding the cached model %s (%s); converting again", entry, problem)
+    _remove_entry(entry)
+    return None
+
+
+def _cache_entry_problem(entry: Path) -> str | None:
+    """Why ``entry`` cannot be trusted, or None: its manifest lists every file with its size."""
+    try:
+        manifest = json.loads((entry / _COMPLETE_MARKER).read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if not isinstance(files, dict) or "config.json" not in files:
+            return "manifest lists no files"
+        for name, size in files.items():
+            actual = (entry / name).stat().st_size
+            if actual != size:
+                return f"{name} is {actual} bytes, expected {size}"
+    except FileNotFoundError as exc:
+        return f"missing {Path(exc.filename or '?').name}"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable manifest ({exc})"
+    return None
+
+
+def _remove_entry(entry: Path) -> None:
+    if entry.is_dir():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            entry.unlink()
+
+
 def _save_converted(model: Any, tokenizer: Any, target: Path) -> None:
-    """Write the dequantized weights as plain safetensors; a failure only costs the next start time."""
+    """Write the dequantized weights as plain safetensors; a failure only costs the next start time.
+
+    The files are written into a staging folder that is renamed into place only once the manifest is
+    written, so a reader never sees half an entry.
+    """
     # transformers refuses to serialize a model that still carries its GGUF quantizer, although after
     # loading the weights are ordinary float tensors: drop the quantizer before saving.
     model.hf_quantizer = None
@@ -352,9 +480,14 @@ def _save_converted(model: Any, tokenizer: Any, target: Path) -> None:
         try:
             model.save_pretrained(staging, safe_serialization=True)
             tokenizer.save_pretrained(staging)
-            (staging / _COMPLETE_MARKER).write_text("ok\n")
-            if target.exists():  # a stale, incomplete conversion
-                shutil.rmtree(target, ignore_errors=True)
+            files = {
+                str(path.relative_to(staging)): path.stat().st_size
+                for path in sorted(staging.rglob("*"))
+                if path.is_file()
+            }
+            manifest = {"files": files, "source": target.name}
+            (staging / _COMPLETE_MARKER).write_text(json.dumps(manifest, indent=1) + "\n")
+            _remove_entry(target)  # a stale, damaged conversion (we hold the lock)
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -381,9 +514,10 @@ def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
 class RagbotLocalLLM(CustomLLM):
     """LiteLLM custom provider: ``litellm.completion(model="ragbot-local/<name>", ...)``."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, policy: DecodePolicy | None = None) -> None:
         super().__init__()
         self.cache_dir = cache_dir
+        self.policy = policy or DecodePolicy()
 
     def model_for(self, model: str) -> LocalChatModel:
         return load_local_model(model, self.cache_dir)
@@ -401,6 +535,7 @@ class RagbotLocalLLM(CustomLLM):
             temperature=optional_params.get("temperature"),
             top_p=optional_params.get("top_p"),
             seed=optional_params.get("seed"),
+            policy=self.policy,
         )
 
     def completion(self, *args: Any, **kwargs: Any) -> ModelResponse:

@@ -4,7 +4,8 @@ The templates are plain Markdown with ``$name`` placeholders (``string.Template`
 can rewrite them without touching code; ``RAGBOT_PROMPTS_DIR`` points at its own copy. Placeholders:
 
 * ``system.md``:   ``$persona`` (the per-deployment tone, may be empty)
-* ``answer.md``:   ``$sources`` (numbered ``[1]..[n]``), ``$question`` (optional)
+* ``answer.md``:   ``$sources`` (numbered ``[1]..[n]``), ``$question`` (optional), ``$length`` (optional:
+  "Answer in at most N words.", from the bot's answer length; empty when unset)
 * ``condense.md``: ``$history`` (``User:`` / ``Assistant:`` lines), ``$question``
 * ``refusal.md``:  ``$persona`` (optional; the shipped text does not use it)
 
@@ -91,6 +92,7 @@ class PromptLibrary:
         context_window: int,
         max_answer_tokens: int,
         count_tokens: Callable[[str], int],
+        max_words: int | None = None,
     ) -> AnswerPrompt:
         """Messages for a grounded answer, trimmed to ``context_window`` tokens.
 
@@ -99,7 +101,8 @@ class PromptLibrary:
         """
         question = question.strip()
         persona_text = self.system_text(persona)
-        frame = self._grounding(persona_text, question, "")
+        length = f"Answer in at most {max_words} words." if max_words else ""
+        frame = self._grounding(persona_text, question, "", length)
         budget = (
             context_window
             - max_answer_tokens
@@ -138,7 +141,7 @@ class PromptLibrary:
         while kept and kept[0]["role"] != "user":  # chat templates want the first turn to be the user's
             kept.pop(0)
 
-        system = self._grounding(persona_text, question, "\n\n".join(blocks))
+        system = self._grounding(persona_text, question, "\n\n".join(blocks), length)
         messages: list[ChatMessage] = [
             ChatMessage(role="system", content=system),
             *kept,
@@ -173,8 +176,8 @@ class PromptLibrary:
             count_tokens=count_tokens,
         ).messages
 
-    def _grounding(self, persona_text: str, question: str, sources: str) -> str:
-        grounding = _render(self._templates["answer"], sources=sources, question=question)
+    def _grounding(self, persona_text: str, question: str, sources: str, length: str = "") -> str:
+        grounding = _render(self._templates["answer"], sources=sources, question=question, length=length)
         return f"{persona_text}\n\n{grounding}" if persona_text else grounding
 
     # ------------------------------------------------------------------ condensing

@@ -23,7 +23,8 @@ def open_index(settings: Settings) -> VectorIndex:
             settings.qdrant_url,
             api_key=settings.qdrant_api_key,
             collection=settings.qdrant_collection,
+            lexical=settings.lexical_retriever,
         )
     from ragbot.index.edge import EdgeIndex
 
-    return EdgeIndex(settings.edge_path, settings.qdrant_collection)
+    return EdgeIndex(settings.edge_path, settings.qdrant_collection, lexical=settings.lexical_retriever)

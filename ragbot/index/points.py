@@ -29,9 +29,11 @@ CHUNK_ID_FIELD = "chunk_id"
 
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
-#: Named vectors of the collection.
+#: Named vectors of the collection. ``bm25`` (the exact-term retriever, IDF applied by the engine) arrived
+#: after the first two: a collection created before it has only ``sparse`` and ``dense`` until rebuilt.
 SPARSE_VECTOR = "sparse"
 DENSE_VECTOR = "dense"
+BM25_VECTOR = "bm25"
 
 
 class PointFormatError(ValueError):

@@ -10,14 +10,21 @@ same API in pure Python (about 0.7 s per hybrid query at 20k points: a stand-in 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from qdrant_client import QdrantClient
 from qdrant_client.http import models as qm
 
 from ragbot.index.base import IndexConfigError
-from ragbot.index.points import DENSE_VECTOR, SOURCE_FIELD, SPARSE_VECTOR, TENANT_FIELD, check_collection_name
+from ragbot.index.points import (
+    BM25_VECTOR,
+    DENSE_VECTOR,
+    SOURCE_FIELD,
+    SPARSE_VECTOR,
+    TENANT_FIELD,
+    check_collection_name,
+)
 from ragbot.index.qdrant_base import (
     Fused,
     NewPoint,
@@ -26,7 +33,7 @@ from ragbot.index.qdrant_base import (
     Search,
     StoredPoint,
     scored_ids,
-    stored_sparse,
+    stored_point,
 )
 from ragbot.index.scoring import ScoredId
 from ragbot.types import SparseVector
@@ -44,8 +51,10 @@ class QdrantServerIndex(QdrantIndexBase[qm.Filter]):
         client: QdrantClient | None = None,
         timeout_s: float | None = None,
         component_scores: bool = True,
+        lexical: bool = True,
     ) -> None:
-        """Connect lazily to ``url`` (or use ``client``). ``component_scores`` as in ``EdgeIndex``."""
+        """Connect lazily to ``url`` (or use ``client``); ``component_scores`` and ``lexical`` as in
+        ``EdgeIndex``."""
         if (url is None) == (client is None):
             raise ValueError("pass exactly one of url or client")
         self._owns_client = client is None
@@ -58,7 +67,9 @@ class QdrantServerIndex(QdrantIndexBase[qm.Filter]):
             else QdrantClient(url=url, api_key=api_key, timeout=timeout, check_compatibility=False)
         )
         self._collection = check_collection_name(collection)
-        super().__init__(f"collection {self._collection!r}", component_scores=component_scores)
+        super().__init__(
+            f"collection {self._collection!r}", component_scores=component_scores, lexical=lexical
+        )
 
     def close(self) -> None:
         """Release the client if this index created it; a client passed in stays the caller's."""
@@ -94,15 +105,7 @@ class QdrantServerIndex(QdrantIndexBase[qm.Filter]):
         return [scored_ids(r.points) for r in results]
 
     def _write(self, points: Sequence[NewPoint]) -> None:
-        engine = [
-            qm.PointStruct(
-                id=p.point_id,
-                vector={DENSE_VECTOR: p.dense, SPARSE_VECTOR: _client_sparse(p.sparse)},
-                payload=p.payload,
-            )
-            for p in points
-        ]
-        self._client.upsert(self._collection, points=engine, wait=True)
+        self._write_to(self._collection, points)
 
     def _delete(self, selection: qm.Filter) -> None:
         if self._ready():
@@ -122,25 +125,81 @@ class QdrantServerIndex(QdrantIndexBase[qm.Filter]):
             return []
         ids: list[qm.ExtendedPointId] = list(point_ids)
         records = self._client.retrieve(self._collection, ids=ids, with_payload=payload, with_vectors=vectors)
-        return [StoredPoint(r.payload or {}, stored_sparse(r.vector, qm.SparseVector)) for r in records]
+        return [stored_point(r.payload, r.vector, qm.SparseVector) for r in records]
+
+    def _stored_has_bm25(self) -> bool | None:
+        if not self._client.collection_exists(self._collection):
+            return None
+        sparse = self._client.get_collection(self._collection).config.params.sparse_vectors or {}
+        return BM25_VECTOR in sparse
+
+    def _scroll(self, offset: Any, limit: int) -> tuple[list[StoredPoint], Any]:
+        if not self._ready():
+            return [], None
+        records, after = self._client.scroll(
+            self._collection, offset=offset, limit=limit, with_payload=True, with_vectors=True
+        )
+        return [stored_point(r.payload, r.vector, qm.SparseVector) for r in records], after
+
+    def _rebuild(self, points: Iterator[list[NewPoint]]) -> int | None:
+        """Stage the points in a sibling collection, then recreate this one from it: a server cannot
+        rename collections, and until the staging copy is complete the old collection is untouched."""
+        staging = f"{self._collection}__rebuild"
+        if self._client.collection_exists(staging):
+            self._client.delete_collection(staging)
+        dim: int | None = None
+        for batch in points:
+            if dim is None:
+                dim = len(batch[0].dense)
+                self._create(dim, staging)
+            self._write_to(staging, batch)
+        with self._lock:
+            self._check_open()
+            if self._client.collection_exists(self._collection):
+                self._client.delete_collection(self._collection)
+            if dim is None:
+                return None
+            self._create(dim)
+            offset: Any = None
+            while True:
+                records, offset = self._client.scroll(
+                    staging, offset=offset, limit=256, with_payload=True, with_vectors=True
+                )
+                if records:
+                    copies = [
+                        qm.PointStruct(id=r.id, vector=_as_vectors(r.vector), payload=r.payload)
+                        for r in records
+                    ]
+                    self._client.upsert(self._collection, points=copies, wait=True)
+                if offset is None:
+                    break
+        self._client.delete_collection(staging)
+        log.info("rebuilt Qdrant collection %r", self._collection)
+        return dim
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _create(self, dense_dim: int) -> None:
+    def _create(self, dense_dim: int, name: str | None = None) -> None:
+        name = name or self._collection
+        sparse = {SPARSE_VECTOR: qm.SparseVectorParams()}
+        if self._lexical:
+            sparse[BM25_VECTOR] = qm.SparseVectorParams(modifier=qm.Modifier.IDF)
         self._client.create_collection(
-            self._collection,
+            name,
             vectors_config={DENSE_VECTOR: qm.VectorParams(size=dense_dim, distance=qm.Distance.COSINE)},
-            sparse_vectors_config={SPARSE_VECTOR: qm.SparseVectorParams()},
+            sparse_vectors_config=sparse,
         )
         self._client.create_payload_index(
-            self._collection,
+            name,
             TENANT_FIELD,
             field_schema=qm.KeywordIndexParams(type=qm.KeywordIndexType.KEYWORD, is_tenant=True),
         )
-        self._client.create_payload_index(
-            self._collection, SOURCE_FIELD, field_schema=qm.PayloadSchemaType.KEYWORD
-        )
-        log.info("created Qdrant collection %r (dense dim %d)", self._collection, dense_dim)
+        self._client.create_payload_index(name, SOURCE_FIELD, field_schema=qm.PayloadSchemaType.KEYWORD)
+        log.info("created Qdrant collection %r (dense dim %d)", name, dense_dim)
+
+    def _write_to(self, collection: str, points: Sequence[NewPoint]) -> None:
+        engine = [qm.PointStruct(id=p.point_id, vector=_client_vectors(p), payload=p.payload) for p in points]
+        self._client.upsert(collection, points=engine, wait=True)
 
     def _stored_dim(self) -> int:
         vectors = self._client.get_collection(self._collection).config.params.vectors
@@ -182,6 +241,18 @@ def _request(request: Search[qm.Filter] | Fused[qm.Filter]) -> qm.QueryRequest:
         with_payload=request.with_payload,
         params=qm.SearchParams(exact=True) if request.exact else None,
     )
+
+
+def _as_vectors(stored: Any) -> dict[str, Any]:
+    """A scrolled record's named vectors, as an upsert takes them."""
+    return dict(stored) if isinstance(stored, dict) else {}
+
+
+def _client_vectors(point: NewPoint) -> dict[str, Any]:
+    vectors: dict[str, Any] = {DENSE_VECTOR: point.dense, SPARSE_VECTOR: _client_sparse(point.sparse)}
+    if point.bm25 is not None:
+        vectors[BM25_VECTOR] = _client_sparse(point.bm25)
+    return vectors
 
 
 def _client_vector(vector: QueryVector) -> qm.SparseVector | list[float]:

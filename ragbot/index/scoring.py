@@ -1,7 +1,7 @@
 """Pure assembly of ``Hit``s from an engine's ranked lists, shared by the Edge and server backends.
 
-A fused hybrid query returns one score per point. Running the sparse and the dense query beside it (in the
-same batched call) lets each fused hit also carry its per-retriever score and rank, which explanations,
+A fused hybrid query returns one score per point. Running the sparse, dense and BM25 queries beside it (in
+the same batched call) lets each fused hit also carry its per-retriever score and rank, which explanations,
 the retrieval log and calibrated refusal thresholds use; a point absent from a list gets ``None``.
 """
 
@@ -26,17 +26,23 @@ class ScoredId:
 
 
 def assemble_hits(
-    primary: Sequence[ScoredId], sparse: Sequence[ScoredId], dense: Sequence[ScoredId]
+    primary: Sequence[ScoredId],
+    sparse: Sequence[ScoredId],
+    dense: Sequence[ScoredId],
+    bm25: Sequence[ScoredId] | None = None,
 ) -> list[Hit]:
-    """Hits in ``primary`` order (payload required there), annotated from the sparse and dense lists."""
-    sparse_at = {s.point_id: (rank, s.score) for rank, s in enumerate(sparse, start=1)}
-    dense_at = {s.point_id: (rank, s.score) for rank, s in enumerate(dense, start=1)}
+    """Hits in ``primary`` order (payload required there), annotated from the single-retriever lists
+    (``bm25`` None: BM25 did not run, and the hits say so with ``bm25_score`` None)."""
+    sparse_at = _positions(sparse)
+    dense_at = _positions(dense)
+    bm25_at = _positions(bm25 or ())
     hits = []
     for scored in primary:
         if scored.payload is None:
             raise ValueError(f"point {scored.point_id} came back without its payload")
         s_rank, s_score = sparse_at.get(scored.point_id, (None, None))
         d_rank, d_score = dense_at.get(scored.point_id, (None, None))
+        b_rank, b_score = bm25_at.get(scored.point_id, (None, None))
         hits.append(
             Hit(
                 chunk=payload_to_chunk(scored.payload),
@@ -45,6 +51,8 @@ def assemble_hits(
                 dense_score=d_score,
                 sparse_rank=s_rank,
                 dense_rank=d_rank,
+                bm25_score=b_score,
+                bm25_rank=b_rank,
             )
         )
     return hits
@@ -55,32 +63,53 @@ def assemble_candidates(
     dense: Sequence[ScoredId],
     sparse_exact: Mapping[str, float],
     dense_exact: Mapping[str, float],
+    bm25: Sequence[ScoredId] | None = None,
+    bm25_exact: Mapping[str, float] | None = None,
 ) -> list[Candidate]:
-    """The union of both top lists, sparse list first (payloads must hold ``chunk_id``).
+    """The union of the top lists, sparse list first, then dense, then BM25 (payloads must hold
+    ``chunk_id``); ``bm25`` None when BM25 did not run.
 
-    A score comes from the chunk's own list, else from the exact rescoring by the other retriever
+    A score comes from the chunk's own list, else from the exact rescoring by that retriever
     (``*_exact``: point id -> score, for every point that was rescored), else, for a point nobody rescored,
-    from the other list's lowest score: a bound, and the candidate says ``exact=False``.
+    from that list's lowest score: a bound, and the candidate says ``exact=False``.
     """
-    s_at = {s.point_id: (rank, s.score) for rank, s in enumerate(sparse, start=1)}
-    d_at = {s.point_id: (rank, s.score) for rank, s in enumerate(dense, start=1)}
-    s_floor = min((s.score for s in sparse), default=0.0)
-    d_floor = min((s.score for s in dense), default=0.0)
+    columns = [(sparse, sparse_exact), (dense, dense_exact)]
+    if bm25 is not None:
+        columns.append((bm25, bm25_exact or {}))
+    at = [_positions(ranked) for ranked, _ in columns]
+    floors = [min((s.score for s in ranked), default=0.0) for ranked, _ in columns]
     union: dict[str, ScoredId] = {}
-    for scored in [*sparse, *dense]:
-        union.setdefault(scored.point_id, scored)
+    for ranked, _ in columns:
+        for scored in ranked:
+            union.setdefault(scored.point_id, scored)
     candidates = []
     for pid, scored in union.items():
-        chunk_id = chunk_id_of(scored)
         exact = True
-        s_rank, s_score = s_at.get(pid, (None, sparse_exact.get(pid)))
-        d_rank, d_score = d_at.get(pid, (None, dense_exact.get(pid)))
-        if s_score is None:
-            s_score, exact = s_floor, False
-        if d_score is None:
-            d_score, exact = d_floor, False
-        candidates.append(Candidate(chunk_id, s_score, d_score, s_rank, d_rank, exact))
+        ranks: list[int | None] = []
+        scores: list[float] = []
+        for (_, rescored), positions, floor in zip(columns, at, floors, strict=True):
+            rank, score = positions.get(pid, (None, rescored.get(pid)))
+            if score is None:
+                score, exact = floor, False
+            ranks.append(rank)
+            scores.append(score)
+        candidates.append(
+            Candidate(
+                chunk_id_of(scored),
+                scores[0],
+                scores[1],
+                ranks[0],
+                ranks[1],
+                exact,
+                scores[2] if bm25 is not None else None,
+                ranks[2] if bm25 is not None else None,
+            )
+        )
     return candidates
+
+
+def _positions(ranked: Sequence[ScoredId]) -> dict[str, tuple[int, float]]:
+    return {s.point_id: (rank, s.score) for rank, s in enumerate(ranked, start=1)}
 
 
 def chunk_id_of(scored: ScoredId) -> str:

@@ -2,9 +2,10 @@
 
 Which retriever deserves more weight depends on the collection (dense leads sparse by 0.10 nDCG@10 on an
 entity-search set and trails it on MS MARCO), and no single query says which: per query the signal is noise.
-Averaged over a few dozen queries it is not. Each hybrid query adds its two lists' ``top_z`` statistics to
-a running mean for its bot; once ``min_queries`` have been seen, ``weights`` turns the means into
-``fusion.calibrated_weights``. Before that every bot fuses with equal weights (the plain z-score sum).
+Averaged over a few dozen queries it is not. Each hybrid query adds its lists' ``top_z`` statistics (sparse,
+dense and BM25) to a running mean for its bot; once ``min_queries`` have been seen, ``weights`` turns the
+means into ``fusion.calibrated_weights``. Before that every bot fuses with equal weights (the plain z-score
+sum).
 
 Without a store the state is in memory, per process. With a ``CalibrationStore`` (the runtime gives it the
 SQL one) every process adds its observations to shared totals, so a restart keeps what was learned and
@@ -37,10 +38,14 @@ class Totals:
     queries: int = 0
     sparse_sum: float = 0.0
     dense_sum: float = 0.0
+    bm25_sum: float = 0.0
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(
-            self.queries + other.queries, self.sparse_sum + other.sparse_sum, self.dense_sum + other.dense_sum
+            self.queries + other.queries,
+            self.sparse_sum + other.sparse_sum,
+            self.dense_sum + other.dense_sum,
+            self.bm25_sum + other.bm25_sum,
         )
 
 
@@ -89,12 +94,21 @@ class FusionCalibration:
         self._bots: dict[str, _Bot] = {}
         self._lock = threading.Lock()
 
-    def observe(self, bot_id: str, sparse_scores: Sequence[float], dense_scores: Sequence[float]) -> None:
-        """Record one query's two top lists (scores, best first). A query one retriever could not answer
-        (no shared vocabulary term, an empty collection) says nothing about the other, so it is skipped."""
-        if len(sparse_scores) < 2 or len(dense_scores) < 2:
+    def observe(
+        self,
+        bot_id: str,
+        sparse_scores: Sequence[float],
+        dense_scores: Sequence[float],
+        bm25_scores: Sequence[float] | None = None,
+    ) -> None:
+        """Record one query's top lists (scores, best first; ``bm25_scores`` None where BM25 did not run,
+        which adds 0 to its sum). A query one retriever could not answer (no shared term, an empty
+        collection) says nothing about the others, so it is skipped."""
+        lists = [sparse_scores, dense_scores] + ([bm25_scores] if bm25_scores is not None else [])
+        if any(len(scores) < 2 for scores in lists):
             return
-        delta = Totals(1, top_z(sparse_scores), top_z(dense_scores))
+        bm25 = top_z(bm25_scores) if bm25_scores is not None else 0.0
+        delta = Totals(1, top_z(sparse_scores), top_z(dense_scores), bm25)
         bot = self._loaded(bot_id)
         with self._lock:
             if self._store is None:
@@ -109,14 +123,23 @@ class FusionCalibration:
     def queries(self, bot_id: str) -> int:
         return self._view(bot_id).queries
 
-    def weights(self, bot_id: str) -> tuple[float, float]:
-        """``(w_sparse, w_dense)`` for the bot: equal until ``min_queries`` queries have been observed."""
+    def weights(self, bot_id: str) -> tuple[float, float, float]:
+        """``(w_sparse, w_dense, w_bm25)`` for the bot: equal until ``min_queries`` queries have been
+        observed. The neural pair is exactly the two-signal calibration (summing to 2); BM25's softmax
+        weight on the same scale is capped at the smaller of the two (see below)."""
         view = self._view(bot_id)
         if view.queries < self.min_queries:
-            return 1.0, 1.0
-        return calibrated_weights(
-            view.sparse_sum / view.queries, view.dense_sum / view.queries, self.temperature
-        )
+            return 1.0, 1.0, 1.0
+        n = view.queries
+        g_sparse, g_dense, g_bm25 = view.sparse_sum / n, view.dense_sum / n, view.bm25_sum / n
+        w_sparse, w_dense = calibrated_weights(g_sparse, g_dense, temperature=self.temperature)
+        # BM25's list is peakier than its quality warrants (IDF-weighted exact matches stand out even when
+        # they are the wrong passage): on msmarco-5k its mean top_z led both neural lists while its nDCG@10
+        # trailed them by 0.1, and the uncapped softmax weight (1.73 of 3) cost hybrid 0.033. So its
+        # learned weight, on the neural pair's scale, is capped at the weaker neural retriever's.
+        (w_bm25,) = calibrated_weights(g_sparse, g_dense, g_bm25, temperature=self.temperature)[2:]
+        scale = w_sparse / calibrated_weights(g_sparse, g_dense, g_bm25, temperature=self.temperature)[0]
+        return w_sparse, w_dense, min(w_bm25 * scale, w_sparse, w_dense)
 
     def flush(self) -> None:
         """Write every bot's pending observations now (at shutdown, so a process's last queries count).

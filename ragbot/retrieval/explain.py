@@ -1,4 +1,4 @@
-"""Why a chunk matched: the vocabulary terms behind its sparse score (pure, no I/O).
+"""Why a chunk matched: the vocabulary terms behind its sparse score, or its BM25 terms (pure, no I/O).
 
 A SPLADE score is the dot product of query and document weights, so each shared vocabulary term
 contributes ``q_w * d_w`` and the contributions add up to the score exactly. SPLADE also *expands* texts
@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from ragbot.types import MatchedTerm, SparseVector
+from ragbot.chunking import context_text
+from ragbot.types import Chunk, MatchedTerm, SparseVector
+
+if TYPE_CHECKING:
+    from ragbot.encoders.lexical import Bm25Encoder
 
 _WORD = re.compile(r"\w+")
 _PIECE_MARK = "##"
@@ -87,3 +92,31 @@ def fold(text: str) -> str:
     """BERT-uncased normalisation: lower case, accents stripped (``Café`` -> ``cafe``)."""
     decomposed = unicodedata.normalize("NFD", text.lower())
     return "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
+
+
+def lexical_matched_terms(
+    query_terms: Sequence[str], doc: SparseVector, encoder: Bm25Encoder, chunk: Chunk, limit: int = 8
+) -> tuple[MatchedTerm, ...]:
+    """The query's BM25 terms the chunk's stored vector holds, largest document weight first.
+
+    A term is named by the word as the passage (or its title and headings, which are indexed with it)
+    writes it, not by its stem; ``in_text`` is False for one only the title or headings hold. The
+    contribution is the document's BM25 term weight (the engine applies IDF, which is not known here).
+    """
+    if limit <= 0:
+        return ()
+    from ragbot.encoders.lexical import term_id
+
+    weights = doc.as_dict()
+    found = [
+        (term, weights[term_id(term)]) for term in dict.fromkeys(query_terms) if term_id(term) in weights
+    ]
+    if not found:
+        return ()
+    found.sort(key=lambda tw: (-tw[1], tw[0]))
+    body = {term: surface for surface, term in reversed(encoder.analyze(chunk.text))}
+    context = {term: surface for surface, term in reversed(encoder.analyze(context_text(chunk)))}
+    return tuple(
+        MatchedTerm(term=body.get(term) or context.get(term) or term, contribution=w, in_text=term in body)
+        for term, w in found[:limit]
+    )

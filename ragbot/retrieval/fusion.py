@@ -1,9 +1,10 @@
 """Rank fusion as pure functions over ranked id lists and scores (no I/O).
 
-``rrf`` fuses ranks only. ``zscore`` standardises each retriever's scores by the mean and spread of its
-own top list, per query, and adds them. ``zscore_calibrated`` (the default) does the same over both exact
-scores of every candidate and weighs the two retrievers by ``calibrated_weights``, a label-free estimate
-per collection (``ragbot.retrieval.calibration`` keeps it). ``benchmarks/FUSION.md`` has the two studies
+Every function takes N ranked lists (sparse, dense, and BM25 when it ran). ``rrf`` fuses ranks only.
+``zscore`` standardises each retriever's scores by the mean and spread of its own top list, per query, and
+adds them. ``zscore_calibrated`` (the default) does the same over every exact score of every candidate and
+weighs the retrievers by ``calibrated_weights``, a label-free estimate per collection
+(``ragbot.retrieval.calibration`` keeps it). ``benchmarks/FUSION.md`` has the two studies
 behind the choice: plain z-scores beat the better single retriever on four of five public sets and lost
 0.013 on the fifth, where dense leads sparse by 0.10; the calibrated weights lose on none.
 """
@@ -20,7 +21,7 @@ FUSIONS = ("rrf", "zscore", "zscore_calibrated")
 
 #: ``top_z`` looks at the first ``CALIBRATION_HEAD`` scores of a list's first ``CALIBRATION_DEPTH``.
 CALIBRATION_HEAD, CALIBRATION_DEPTH = 10, 50
-#: Sigmoid temperature of ``calibrated_weights`` (benchmarks/FUSION.md, second study: 15-20 hold up).
+#: Softmax temperature of ``calibrated_weights`` (benchmarks/FUSION.md, second study: 15-20 hold up).
 CALIBRATION_TEMPERATURE = 20.0
 
 
@@ -41,19 +42,19 @@ def sort_scores(scores: Mapping[str, float]) -> list[tuple[str, float]]:
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def zscore(sparse: Sequence[Scored], dense: Sequence[Scored]) -> list[Scored]:
-    """Sum of per-query z-scores over the union of both candidate lists, best first.
+def zscore(*lists: Sequence[Scored]) -> list[Scored]:
+    """Sum of per-query z-scores over the union of the candidate lists, best first.
 
-    ``sparse`` and ``dense`` are each retriever's top list ``(id, score)``, best first. Each list's own
-    mean and standard deviation put its scores on a common footing for this query (a SPLADE dot product
-    and a cosine live on unrelated scales), and a candidate missing from a list gets that list's lowest
-    z-score: a document the retriever did not rank counts as no better than the worst one it did.
-    Unlike ranks (RRF), z-scores keep how far apart the candidates are, so a clear winner in one list is
-    not flattened to "first among many".
+    Each list is one retriever's top list ``(id, score)``, best first (sparse, dense, and BM25 when it
+    ran). Each list's own mean and standard deviation put its scores on a common footing for this query
+    (a SPLADE dot product, a cosine and a BM25 score live on unrelated scales), and a candidate missing from
+    a list gets that list's lowest z-score: a document the retriever did not rank counts as no better than
+    the worst one it did. Unlike ranks (RRF), z-scores keep how far apart the candidates are, so a clear
+    winner in one list is not flattened to "first among many".
     """
-    union = {doc for ranked in (sparse, dense) for doc, _ in ranked}
+    union = {doc for ranked in lists for doc, _ in ranked}
     fused = dict.fromkeys(union, 0.0)
-    for ranked in (sparse, dense):
+    for ranked in lists:
         if not ranked:
             continue
         z = _z_scores(ranked)
@@ -64,21 +65,21 @@ def zscore(sparse: Sequence[Scored], dense: Sequence[Scored]) -> list[Scored]:
 
 
 def zscore_exact(
-    sparse: Sequence[Scored],
-    dense: Sequence[Scored],
-    exact: Mapping[str, tuple[float, float]],
-    weights: tuple[float, float] = (1.0, 1.0),
+    lists: Sequence[Sequence[Scored]],
+    exact: Mapping[str, Sequence[float]],
+    weights: Sequence[float] | None = None,
 ) -> list[Scored]:
-    """Weighted z-score sum where every candidate has both retrievers' exact scores.
+    """Weighted z-score sum where every candidate has every retriever's exact score.
 
-    ``exact`` maps each candidate of the union to its ``(sparse, dense)`` score, including the retriever
-    that did not list it (the index rescores those). Each retriever's scores are standardised by the mean
-    and spread of its own top list, as in ``zscore``, so a candidate one list missed is placed by its real
-    score instead of that list's floor.
+    ``lists`` are the top lists (sparse, dense[, bm25]); ``exact`` maps each candidate of their union to its
+    scores in the same order, including those of the retrievers that did not list it (the index rescores
+    those). Each retriever's scores are standardised by the mean and spread of its own top list, as in
+    ``zscore``, so a candidate one list missed is placed by its real score instead of that list's floor.
+    ``weights`` (one per list) default to 1.
     """
-    w_sparse, w_dense = weights
+    ws = _weights(weights, len(lists))
     fused = dict.fromkeys(exact, 0.0)
-    for column, (ranked, weight) in enumerate(((sparse, w_sparse), (dense, w_dense))):
+    for column, (ranked, weight) in enumerate(zip(lists, ws, strict=True)):
         if not ranked:
             continue
         standardise = _standardiser([score for _, score in ranked])
@@ -87,34 +88,33 @@ def zscore_exact(
     return sort_scores(fused)
 
 
-def worth_rescoring(
-    sparse: Sequence[Scored], dense: Sequence[Scored], weights: tuple[float, float], top_k: int
-) -> set[str]:
-    """The candidates one list missed that could still reach ``zscore_exact``'s top ``top_k``.
+def worth_rescoring(lists: Sequence[Sequence[Scored]], weights: Sequence[float], top_k: int) -> set[str]:
+    """The candidates some list missed that could still reach ``zscore_exact``'s top ``top_k``.
 
     A candidate absent from a top list scores at most that list's lowest score there (sparse search is
     exact; for an HNSW dense list this holds up to the index's recall), so its fused score is bounded by
-    its own z-score plus the other list's lowest z-score. Candidates in both lists have exact fused scores;
-    the ``top_k``-th of those is a floor the final top ``top_k`` cannot fall below, and a candidate whose
-    bound is under it cannot enter the result: fetching its exact score would change nothing. On typical
-    queries no candidate survives and the rescoring round trip is skipped.
+    its own z-scores plus the missing lists' lowest z-scores. Candidates in every list have exact fused
+    scores; the ``top_k``-th of those is a floor the final top ``top_k`` cannot fall below, and a candidate
+    whose bound is under it cannot enter the result: fetching its exact scores would change nothing. On
+    typical queries no candidate survives and the rescoring round trip is skipped.
     """
-    listed = [dict(sparse), dict(dense)]
+    ws = _weights(weights, len(lists))
+    listed = [dict(ranked) for ranked in lists]
     z: list[dict[str, float]] = []
     floors: list[float] = []
-    for ranked in (sparse, dense):
+    for ranked in lists:
         zs = _z_scores(ranked) if ranked else {}
         z.append(zs)
         floors.append(min(zs.values(), default=0.0))
-    w_sparse, w_dense = weights
-    both = [w_sparse * z[0][doc] + w_dense * z[1][doc] for doc in listed[0].keys() & listed[1].keys()]
+
+    def bound(doc: str) -> float:
+        return math.fsum(w * zs.get(doc, floor) for w, zs, floor in zip(ws, z, floors, strict=True))
+
+    union = set().union(*(d.keys() for d in listed)) if listed else set()
+    everywhere = set.intersection(*(set(d) for d in listed)) if listed else set()
+    both = [bound(doc) for doc in everywhere]
     threshold = sorted(both, reverse=True)[top_k - 1] if len(both) >= top_k else -math.inf
-    single = listed[0].keys() ^ listed[1].keys()
-    return {
-        doc
-        for doc in single
-        if w_sparse * z[0].get(doc, floors[0]) + w_dense * z[1].get(doc, floors[1]) >= threshold
-    }
+    return {doc for doc in union - everywhere if bound(doc) >= threshold}
 
 
 def top_z(scores: Sequence[float], head: int = CALIBRATION_HEAD, depth: int = CALIBRATION_DEPTH) -> float:
@@ -128,45 +128,62 @@ def top_z(scores: Sequence[float], head: int = CALIBRATION_HEAD, depth: int = CA
     return math.fsum(standardise(x) for x in top) / len(top)
 
 
-def calibrated_weights(
-    g_sparse: float, g_dense: float, temperature: float = CALIBRATION_TEMPERATURE
-) -> tuple[float, float]:
-    """``(w_sparse, w_dense)``, summing to 2, from each retriever's mean ``top_z`` over many queries.
+def calibrated_weights(*means: float, temperature: float = CALIBRATION_TEMPERATURE) -> tuple[float, ...]:
+    """One weight per retriever, summing to the number of retrievers, from each one's mean ``top_z`` over
+    many queries: a softmax, ``w_i = n * exp(T*g_i) / sum_j exp(T*g_j)``.
 
     The retriever whose top 10 stands further above its top 50, on average over many queries, separates
     relevant from irrelevant passages better on this collection and gets more weight; equal statistics
     give equal weights, i.e. the plain z-score sum. Per query the statistic is noise (the first study);
     averaged over >= 40 queries it ranked five public collections in the same order as the best fixed
-    weights found with relevance labels.
+    weights found with relevance labels. For two retrievers it is the sigmoid ``2/(1+exp(-T(g_1-g_2)))``
+    the two-signal fusion used, and any two weights keep the same ratio whatever the others are.
     """
-    w = 1.0 / (1.0 + math.exp(-temperature * (g_sparse - g_dense)))
-    return 2.0 * w, 2.0 * (1.0 - w)
+    if not means:
+        return ()
+    top = max(means)
+    exps = [math.exp(temperature * (g - top)) for g in means]
+    total = math.fsum(exps)
+    return tuple(len(means) * e / total for e in exps)
 
 
 def fuse(
     name: str,
-    sparse: Sequence[Scored],
-    dense: Sequence[Scored],
-    *,
+    *lists: Sequence[Scored],
     rrf_k: int = 60,
-    exact: Mapping[str, tuple[float, float]] | None = None,
-    weights: tuple[float, float] = (1.0, 1.0),
+    exact: Mapping[str, Sequence[float]] | None = None,
+    weights: Sequence[float] | None = None,
 ) -> list[Scored]:
     """The one entry point for client-side fusion, by the name in ``Settings.fusion``.
 
-    ``sparse`` and ``dense`` are ``(chunk_id, score)`` lists, best first, as each retriever returned them.
-    ``zscore_calibrated`` also needs ``exact`` (both scores of every candidate) and the collection's
-    ``weights``.
+    ``lists`` are the retrievers' ``(chunk_id, score)`` lists, best first, as each returned them (sparse,
+    dense, and BM25 when it ran). ``zscore_calibrated`` also needs ``exact`` (every score of every
+    candidate, in list order) and the collection's ``weights``.
     """
     if name == "rrf":
-        return sort_scores(rrf([[d for d, _ in sparse], [d for d, _ in dense]], k=rrf_k))
+        return sort_scores(rrf([[d for d, _ in ranked] for ranked in lists], k=rrf_k))
     if name == "zscore":
-        return zscore(sparse, dense)
+        return zscore(*lists)
     if name == "zscore_calibrated":
         if exact is None:
-            raise ValueError("zscore_calibrated needs both exact scores of every candidate")
-        return zscore_exact(sparse, dense, exact, weights)
+            raise ValueError("zscore_calibrated needs every exact score of every candidate")
+        return zscore_exact(lists, exact, weights)
     raise ValueError(f"unknown fusion {name!r}: expected one of {', '.join(FUSIONS)}")
+
+
+def renormalised(weights: Sequence[float], keep: int) -> tuple[float, ...]:
+    """The first ``keep`` weights scaled to sum to ``keep``: the fusion weights when fewer retrievers ran
+    (a softmax's ratios do not depend on the left-out terms, so this is the softmax over the ``keep``)."""
+    head = list(weights[:keep])
+    total = math.fsum(head)
+    return tuple(keep * w / total for w in head) if total > 0 else (1.0,) * keep
+
+
+def _weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:
+    ws = tuple(weights) if weights is not None else (1.0,) * n
+    if len(ws) != n:
+        raise ValueError(f"{len(ws)} weights for {n} lists")
+    return ws
 
 
 def _standardiser(xs: Sequence[float]) -> Callable[[float], float]:

@@ -31,7 +31,7 @@ class SqlCalibrationStore:
     def add(self, bot_id: str, delta: Totals) -> Totals:
         with self._session_factory() as session, session.begin():
             totals = repo.add_fusion_observations(
-                session, bot_id, delta.queries, delta.sparse_sum, delta.dense_sum
+                session, bot_id, delta.queries, delta.sparse_sum, delta.dense_sum, delta.bm25_sum
             )
         return Totals(*totals)
 

@@ -27,18 +27,31 @@ from ragbot.db import events as events_sql
 from ragbot.db import repositories as repo
 from ragbot.db.models import Conversation, Message
 from ragbot.db.session import session_scope
+from ragbot.encoders.base import DenseEncoder, SparseEncoder
 from ragbot.generation.attribution import attribute_sources
 from ragbot.generation.base import ChatLLM, ChatMessage, LLMError, LLMStreamInterruptedError
 from ragbot.generation.citations import CitationStreamParser
 from ragbot.generation.condense import condense_question
+from ragbot.generation.grounding import (
+    AnswerGate,
+    AnswerTrimmer,
+    GroundingRules,
+    Passage,
+    Verifier,
+    extract,
+    render_markers,
+)
 from ragbot.generation.prompts import PromptLibrary
 from ragbot.handoff.intent import asks_for_human
 from ragbot.handoff.service import Moved, message_event, move, offer_lead_form
 from ragbot.handoff.states import Action, Reason
 from ragbot.handoff.tool import HANDOFF_TOOL, handoff_reason
+from ragbot.index.base import VectorIndex
 from ragbot.leads.form import ask_after_messages
 from ragbot.privacy.redaction import redact
 from ragbot.retrieval.retriever import Retriever
+from ragbot.retrieval.scope import hit_signals
+from ragbot.services.relevance import NullVectors, RelevanceFloors, null_cache_path
 from ragbot.tenancy.bots import BotProfile
 from ragbot.types import ChatEvent, Citation, EventType, Hit, MessageStatus, OwnerMode, SenderType
 from ragbot.webhooks.outbox import enqueue
@@ -84,6 +97,11 @@ FORWARDED = "forwarded"
 MODE_CHECK_S = 0.5
 #: ``status`` of an answer a handoff overtook while it was generated: it was streamed, never stored.
 SUPERSEDED = "superseded"
+#: ``answer_kind``: the model's own sentences, each verified against what it cites; source sentences
+#: quoted because none of the model's could be verified; the bot's decline.
+GENERATED = "generated"
+EXTRACTIVE = "extractive"
+DECLINED = "declined"
 
 
 @dataclass
@@ -96,6 +114,9 @@ class TurnResult:
     standalone_query: str | None = None
     error: str | None = None
     owner_mode: str = OwnerMode.BOT.value
+    grounded: bool = False
+    answer_kind: str | None = None
+    handoff_offered: bool = False
 
 
 def citation_to_dict(c: Citation) -> dict[str, Any]:
@@ -139,6 +160,8 @@ def internal_failure_events(
         "answer": answer,
         "status": MessageStatus.FAILED.value,
         "citations": [],
+        "grounded": False,
+        "answer_kind": None,
         "standalone_query": standalone_query,
         "error": INTERNAL_ERROR_MESSAGE,
     }
@@ -255,13 +278,23 @@ class ChatService:
         prompts: PromptLibrary,
         settings: Settings,
         publish: Callable[[str], None] | None = None,
+        sparse_encoder: SparseEncoder | None = None,
+        dense_encoder: DenseEncoder | None = None,
+        index: VectorIndex | None = None,
     ) -> None:
+        """``sparse_encoder``, ``dense_encoder`` and ``index`` serve grounding (the calibrated floor and
+        the sentence checks); left out, the retriever's own are used."""
         self._publish = publish or (lambda _conversation_id: None)
         self._sessions = session_factory
         self._retriever = retriever
         self._llm_factory = llm_factory
         self._prompts = prompts
         self._settings = settings
+        # The retriever holds the same encoders and index; they are read from it when not passed.
+        self._sparse: SparseEncoder | None = sparse_encoder or getattr(retriever, "_sparse", None)
+        self._dense: DenseEncoder | None = dense_encoder or getattr(retriever, "_dense", None)
+        self._index: VectorIndex | None = index or getattr(retriever, "_index", None)
+        self._floors: RelevanceFloors | None = None
 
     # ------------------------------------------------------------------ public API
     def ask(
@@ -293,6 +326,9 @@ class ChatService:
                     standalone_query=event.data.get("standalone_query"),
                     error=event.data.get("error"),
                     owner_mode=event.data.get("owner_mode", OwnerMode.BOT.value),
+                    grounded=bool(event.data.get("grounded", False)),
+                    answer_kind=event.data.get("answer_kind"),
+                    handoff_offered=bool(event.data.get("handoff_offered", False)),
                 )
         assert result is not None
         if result.status == MessageStatus.FAILED:
@@ -358,6 +394,8 @@ class ChatService:
                     "answer": "",
                     "status": FORWARDED,
                     "citations": [],
+                    "grounded": False,
+                    "answer_kind": None,
                     "owner_mode": owner_mode,
                     "handoff_reason": moved.reason if moved else None,
                 },
@@ -452,14 +490,16 @@ class ChatService:
             log.warning("condensation failed, retrieving with the raw question: %s", exc)
 
         hits = self._retriever.retrieve(bot_id, standalone, settings.top_k)
-        top = hits[0] if hits else None
-        if top is None or not _relevant_enough(top, profile.min_relevance):
+        if not self._in_scope(profile, hits):
             yield from self._refuse(progress, profile, conv_id, question, standalone, hits, started)
             return
 
+        verify = settings.grounding == "verify"
         sources: Sequence[Hit] = hits
         parser = CitationStreamParser(len(sources))
+        gate: AnswerGate | None = None
         status = MessageStatus.COMPLETE
+        tools: list[dict[str, Any]] | None = None
         try:
             if llm is None:
                 llm = progress.llm = self._llm_factory(profile)
@@ -471,19 +511,27 @@ class ChatService:
                 context_window=settings.llm_context_window,
                 max_answer_tokens=settings.llm_max_tokens,
                 count_tokens=llm.count_tokens,
+                max_words=profile.answer_max_words,
             )
             sources = prompt.sources  # sources that did not fit the window are not numbered
             parser = CitationStreamParser(len(sources))
+            if verify:
+                asked = standalone if history else question
+                gate = AnswerGate(self._verifier(sources, asked), AnswerTrimmer(profile.answer_max_words))
             tools = [HANDOFF_TOOL] if profile.handoff_enabled and _takes_tools(llm) else None
             deltas = _stream_with_tools(llm, prompt.messages, tools) if tools else llm.stream(prompt.messages)
             checked = time.monotonic()
             try:
                 for delta in deltas:
                     visible = parser.feed(delta)
+                    if gate is not None and visible:
+                        visible = gate.feed(visible)  # only complete, verified sentences pass
                     if visible:
                         if progress.first_token_ms is None:
                             progress.first_token_ms = (time.perf_counter() - started) * 1000
                         yield progress.delta(visible)
+                    if gate is not None and gate.done:
+                        break  # long enough, or repeating itself: stop the model
                     if time.monotonic() - checked >= MODE_CHECK_S:
                         checked = time.monotonic()
                         if self._owner_mode(bot_id, conv_id) != OwnerMode.BOT:
@@ -500,24 +548,47 @@ class ChatService:
         # the model asked for a person through the tool (a structured call, never read from the text)
         tool_reason = handoff_reason(getattr(llm, "last_tool_calls", None)) if tools else None
         tail = parser.finish()
+        if gate is not None:
+            tail = gate.feed(tail) + gate.finish()
         if tail:
+            if progress.first_token_ms is None:
+                progress.first_token_ms = (time.perf_counter() - started) * 1000
             yield progress.delta(tail)
         answer = progress.answer
         if parser.dropped:
             log.warning("dropped citation markers %s (only %d sources)", parser.dropped, len(sources))
 
-        cited = list(parser.cited)
-        if status is MessageStatus.COMPLETE and answer and not cited:
-            # Small models often answer from a source without writing its marker: attribute the answer
-            # to the sources that support it (content-word overlap above a floor), and show the markers.
-            cited = attribute_sources(answer, [h.chunk.text for h in sources])
-            if cited:
-                markers = " " + "".join(f"[{n}]" for n in cited)
-                answer += markers
-                yield progress.delta(markers)
+        kind = GENERATED
+        if gate is not None:
+            cited = list(gate.cited)
+            for sentence, verdict in gate.dropped:
+                log.info("not shown (unsupported: %s): %r", verdict.reason, sentence[:200])
+            if status is MessageStatus.COMPLETE and not answer and tool_reason is None:
+                quoted = self._extractive(question if not history else standalone, sources)
+                if not quoted:
+                    yield from self._refuse(
+                        progress, profile, conv_id, question, standalone, hits, started, after_llm=True
+                    )
+                    return
+                kind, text, cited = EXTRACTIVE, quoted[0], quoted[1]
+                if progress.first_token_ms is None:
+                    progress.first_token_ms = (time.perf_counter() - started) * 1000
+                yield progress.delta(text)
+                answer = progress.answer
+        else:
+            cited = list(parser.cited)
+            if status is MessageStatus.COMPLETE and answer and not cited:
+                # Small models often answer from a source without writing its marker: attribute the answer
+                # to the sources that support it (content-word overlap above a floor), and show the markers.
+                cited = attribute_sources(answer, [h.chunk.text for h in sources])
+                if cited:
+                    markers = " " + "".join(f"[{n}]" for n in cited)
+                    answer += markers
+                    yield progress.delta(markers)
 
         citations = build_citations(sources, cited) if status is not MessageStatus.FAILED else []
         cited_out = [citation_to_dict(c) for c in citations]  # before storing: a failure here loses nothing
+        grounded = status is MessageStatus.COMPLETE and bool(citations)
         latency_ms = (time.perf_counter() - started) * 1000
         moved: Moved | None = None
         with session_scope(self._sessions) as s:
@@ -541,12 +612,12 @@ class ChatService:
                     first_token_ms=progress.first_token_ms,
                     usage=getattr(llm, "last_usage", None),
                 )
+                bot_msg.grounded, bot_msg.answer_kind = grounded, kind
                 repo.add_citations(s, bot_id, bot_msg.id, citations)
                 repo.add_retrieval_log(
                     s, bot_id, bot_msg.id, progress.mask(standalone), hits, {c.chunk.id for c in citations}
                 )
                 self._record_message(s, conv, bot_msg)
-                grounded = status is MessageStatus.COMPLETE and bool(citations)
                 if tool_reason is not None:
                     moved = move(
                         s, conv, Action.REQUEST, reason=Reason.LLM_TOOL, actor="bot", note=tool_reason
@@ -567,6 +638,7 @@ class ChatService:
             progress.superseded = True  # and nothing to store on a late disconnect either
             status = MessageStatus.FAILED
             cited_out = []
+            grounded = False
 
         for c in cited_out:
             yield ChatEvent(EventType.CITATION, c)
@@ -581,6 +653,8 @@ class ChatService:
                 "answer": answer,
                 "status": FORWARDED if moved is not None and status is MessageStatus.FAILED else status.value,
                 "citations": cited_out,
+                "grounded": grounded,
+                "answer_kind": kind if status is not MessageStatus.FAILED else None,
                 "standalone_query": standalone,
                 "error": error,
                 "latency_ms": round(latency_ms, 1),
@@ -588,6 +662,67 @@ class ChatService:
                 "handoff_reason": moved.reason if moved else None,
             },
         )
+
+    # ------------------------------------------------------------------ grounding
+    def _in_scope(self, profile: BotProfile, hits: Sequence[Hit]) -> bool:
+        """Whether retrieval found something this bot's content says: an explicit floor (the bot's, or
+        the deployment's fixed one) on the dense cosine, else the bot's floor calibrated on off-topic
+        questions (``ragbot.retrieval.scope``), else, while that runs, the fallback floor."""
+        if not hits:
+            return False
+        top = hits[0]
+        if profile.min_relevance is not None:
+            return _relevant_enough(top, profile.min_relevance)
+        if self._settings.grounding != "verify":
+            return True
+        floors = self.floors
+        model = floors.model(profile.id) if floors is not None else None
+        if model is None or not model.nulls:
+            return _relevant_enough(top, self._settings.relevance_fallback)
+        return model.in_scope(hit_signals(hits))
+
+    @property
+    def floors(self) -> RelevanceFloors | None:
+        """The per-bot calibrated floors (None when no index or encoders were given)."""
+        if self._floors is None and self._index is not None and self._sparse is not None:
+            assert self._dense is not None
+            settings = self._settings
+            nulls = NullVectors(
+                self._sparse,
+                self._dense,
+                null_cache_path(settings.data_dir, settings.sparse_model, settings.dense_model),
+            )
+            self._floors = RelevanceFloors(
+                self._sessions,
+                self._index,
+                nulls,
+                k=settings.relevance_null_k,
+                wait_s=settings.relevance_calibration_wait_s,
+            )
+        return self._floors
+
+    def _rules(self) -> GroundingRules:
+        return GroundingRules(
+            min_coverage=self._settings.grounding_min_coverage, min_dense=self._settings.grounding_min_dense
+        )
+
+    def _embed(self) -> Callable[[Sequence[str]], Sequence[Sequence[float]]] | None:
+        dense = self._dense
+        return None if dense is None else dense.encode_documents
+
+    def _verifier(self, sources: Sequence[Hit], question: str) -> Verifier:
+        passages = [Passage(n=n, text=h.chunk.text, title=h.chunk.title) for n, h in enumerate(sources, 1)]
+        return Verifier(passages, rules=self._rules(), embed=self._embed(), question=question)
+
+    def _extractive(self, question: str, sources: Sequence[Hit]) -> tuple[str, list[int]] | None:
+        """The source sentences that best answer the question, quoted with their markers; None if none
+        passes the bar (then the bot declines)."""
+        passages = [Passage(n=n, text=h.chunk.text, title=h.chunk.title) for n, h in enumerate(sources, 1)]
+        picks = extract(question, passages, rules=self._rules(), embed=self._embed())
+        if not picks:
+            return None
+        text = " ".join(render_markers(p.sentence, [p.n]) for p in picks)
+        return text, sorted({p.n for p in picks})
 
     # ------------------------------------------------------------------ handoff hooks
     def _owner_mode(self, bot_id: str, conv_id: str) -> str:
@@ -646,11 +781,17 @@ class ChatService:
         standalone: str,
         hits: Sequence[Hit],
         started: float,
+        *,
+        after_llm: bool = False,
     ) -> Iterator[ChatEvent]:
-        """Say "I don't know" and offer a human, without an LLM call; record the gap."""
+        """Say "I don't know" in the bot's words, offer a person (or the contact form when the bot has no
+        people to hand over to), and record the question for content-gap analytics. No citations: a
+        decline cites nothing. Used before any LLM call (nothing in scope) and after one (nothing in its
+        answer could be verified)."""
         bot_id = profile.id
         text = profile.decline_message.strip() or self._prompts.refusal_text(profile.persona)
         top_score = hits[0].dense_score if hits else None
+        lead_form_offered = False
         moved: Moved | None = None
         with session_scope(self._sessions) as s:
             conv = repo.lock_conversation(s, bot_id, conv_id)
@@ -663,13 +804,18 @@ class ChatService:
                     text,
                     status=MessageStatus.REFUSED,
                     standalone_query=progress.mask(standalone),
+                    model=_answering_model(progress.llm, profile.llm_model) if after_llm else None,
                     latency_ms=(time.perf_counter() - started) * 1000,
                     first_token_ms=(time.perf_counter() - started) * 1000,
                 )
+                bot_msg.grounded, bot_msg.answer_kind = False, DECLINED
                 repo.add_retrieval_log(s, bot_id, bot_msg.id, progress.mask(standalone), hits, set())
                 repo.record_unanswered(s, bot_id, conv_id, bot_msg.id, progress.mask(question), top_score)
                 self._record_message(s, conv, bot_msg)
                 moved = self._after_answer(s, conv, profile, grounded=False, failed=False)
+                if moved is None and not profile.handoff_enabled and profile.lead_form is not None:
+                    offer_lead_form(s, conv, profile.lead_form, "declined")
+                    lead_form_offered = True
                 progress.message_id = bot_msg.id
             owner_mode = conv.owner_mode
         self._publish(conv_id)
@@ -686,8 +832,11 @@ class ChatService:
                 "answer": text,
                 "status": MessageStatus.REFUSED.value,
                 "citations": [],
+                "grounded": False,
+                "answer_kind": DECLINED,
                 "standalone_query": standalone,
                 "handoff_offered": profile.handoff_enabled,
+                "lead_form_offered": lead_form_offered,
                 "owner_mode": owner_mode,
                 "handoff_reason": moved.reason if moved else None,
             },
@@ -704,6 +853,8 @@ def _superseded(conv_id: str, owner_mode: str) -> Iterator[ChatEvent]:
             "answer": "",
             "status": SUPERSEDED,
             "citations": [],
+            "grounded": False,
+            "answer_kind": None,
             "owner_mode": owner_mode,
         },
     )

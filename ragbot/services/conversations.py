@@ -39,6 +39,8 @@ def message_to_dict(m: Message) -> dict[str, Any]:
         "status": m.status,
         "error": m.error,
         "created_at": m.created_at,
+        "grounded": bool(m.grounded),
+        "answer_kind": m.answer_kind,
         "citations": [citation_row_to_dict(c) for c in m.citations],
     }
 

@@ -1,4 +1,4 @@
-"""Ingest and re-sync: connector results -> chunks -> both encoders -> index, with SQL bookkeeping.
+"""Ingest and re-sync: connector results -> chunks -> the encoders -> index, with SQL bookkeeping.
 
 The ``documents`` table remembers, per bot and URI, the content hash and the validators (ETag,
 Last-Modified) of what the index holds. A re-sync hands that to the connector (so it can skip work with
@@ -10,13 +10,21 @@ crash in between leaves a row with the *old* hash (or none), which the next sync
 repairs; deterministic chunk ids and a delete-by-document before every upsert make that repair idempotent.
 When an index write fails, the affected rows are marked dirty (empty hash, no validators) for the same
 reason. Chunks are encoded in batches across documents, so small pages still fill the encoders' batches.
+
+What the encoders see: each chunk's page title and section headings, then its text
+(``ragbot.chunking.context_text``), for SPLADE, the dense model and BM25 alike, so a later chunk of a page
+still matches the page's subject. The stored chunk text, chunk ids and content hashes are unchanged by it
+(the hash already covers the title, so a retitled page is re-encoded). BM25 analyses a document in its
+language: the connector's, else the one detected on the document's opening text, once per document.
+Collections written before BM25 or title context existed are upgraded from their stored payloads by
+``reindex`` (``ragbot reindex``), without re-crawling.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,18 +43,21 @@ from connectors.base import (
     KnownDocument,
     Unchanged,
 )
-from ragbot.chunking import chunk_document, content_hash, document_id
+from ragbot.chunking import chunk_document, content_hash, context_text, document_id
 from ragbot.db.models import Bot, DocumentRow, Source
 from ragbot.encoders.base import DenseEncoder, SparseEncoder
 from ragbot.index.base import VectorIndex
-from ragbot.types import Chunk, EncodedChunk, IngestReport, SourceDocument
+from ragbot.types import Chunk, EncodedChunk, IngestReport, SourceDocument, SparseVector
 
 if TYPE_CHECKING:
     from ragbot.config import Settings
+    from ragbot.encoders.lexical import Bm25Encoder
 
 logger = logging.getLogger(__name__)
 
 _Row = TypeVar("_Row", Bot, Source)
+#: Characters of a document's opening its language is detected on (detection is linear in the text).
+_LANGUAGE_SAMPLE_CHARS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +106,18 @@ class IngestService:
         chunk_max_tokens: int,
         chunk_overlap_tokens: int,
         batch_size: int,
+        lexical: Bm25Encoder | None = None,
+        title_context: bool = True,
     ) -> None:
+        """``lexical``: the BM25 encoder (None: no BM25 vectors); ``title_context``: encode each chunk
+        with its title and headings in front (``ragbot.chunking.context_text``)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self._index = index
         self._sparse = sparse
         self._dense = dense
+        self._lexical = lexical
+        self._title_context = title_context
         self._sessions = session_factory
         self._max_tokens = chunk_max_tokens
         self._overlap_tokens = chunk_overlap_tokens
@@ -250,17 +267,12 @@ class IngestService:
         if not pending:
             return
         chunks = [chunk for item in pending for chunk in item.chunks]
-        # Identical passages (a repeated notice, a shared intro) are encoded once per batch.
-        texts = list(dict.fromkeys(chunk.text for chunk in chunks))
         try:
-            sparse = self._sparse.encode_documents(texts)
-            dense = self._dense.encode_documents(texts)
-            if len(sparse) != len(texts) or len(dense) != len(texts):
-                raise RuntimeError(
-                    f"encoders returned {len(sparse)}/{len(dense)} vectors for {len(texts)} texts"
-                )
-            vectors = {text: (s, d) for text, s, d in zip(texts, sparse, dense, strict=True)}
-            encoded = [EncodedChunk(chunk, *vectors[chunk.text]) for chunk in chunks]
+            languages: dict[str, str | None] = {}
+            for item in pending:
+                language = item.document.language or self._document_language(item.document)
+                languages.update(dict.fromkeys((chunk.id for chunk in item.chunks), language))
+            encoded = self.encode(chunks, languages)
             for item in pending:
                 self._index.delete_source(run.bot_id, document_id(run.bot_id, item.document.uri))
             self._index.upsert(encoded)
@@ -286,6 +298,86 @@ class IngestService:
             else:
                 run.report.updated += 1
             run.report.chunks += len(item.chunks)
+
+    def encoding_text(self, chunk: Chunk) -> str:
+        """The text the encoders see for a chunk (with its title and headings unless that is off)."""
+        return context_text(chunk) if self._title_context else chunk.text
+
+    def encode(
+        self,
+        chunks: Sequence[Chunk],
+        languages: dict[str, str | None] | None = None,
+        *,
+        neural: Sequence[EncodedChunk | None] | None = None,
+    ) -> list[EncodedChunk]:
+        """Every encoder's vectors for the chunks. ``languages`` (chunk id -> ISO code or None) spares BM25
+        the detection; ``neural`` (one per chunk, or None) reuses stored SPLADE and dense vectors where given.
+        Identical texts (a repeated notice, a shared intro) are encoded once."""
+        texts_of = [self.encoding_text(chunk) for chunk in chunks]
+        reuse = list(neural) if neural is not None else [None] * len(chunks)
+        texts = list(dict.fromkeys(t for t, kept in zip(texts_of, reuse, strict=True) if kept is None))
+        sparse = self._sparse.encode_documents(texts) if texts else []
+        dense = self._dense.encode_documents(texts) if texts else []
+        if len(sparse) != len(texts) or len(dense) != len(texts):
+            raise RuntimeError(f"encoders returned {len(sparse)}/{len(dense)} vectors for {len(texts)} texts")
+        vectors = {text: (s, d) for text, s, d in zip(texts, sparse, dense, strict=True)}
+        lexical: list[SparseVector | None] = [None] * len(chunks)
+        if self._lexical is not None:
+            langs = languages or {}
+            lexical = list(
+                self._lexical.encode_documents(texts_of, [langs.get(chunk.id) for chunk in chunks])
+            )
+        encoded = []
+        for chunk, text, kept, bm25 in zip(chunks, texts_of, reuse, lexical, strict=True):
+            s, d = (kept.sparse, kept.dense) if kept is not None else vectors[text]
+            encoded.append(EncodedChunk(chunk, s, d, bm25))
+        return encoded
+
+    def _document_language(self, document: SourceDocument) -> str | None:
+        """The document's language for BM25, detected once on its opening; None when undetermined."""
+        if self._lexical is None:
+            return None
+        from ragbot.encoders.lexical import UNDETERMINED, detect_language
+
+        language = detect_language(document.text[:_LANGUAGE_SAMPLE_CHARS])
+        return None if language == UNDETERMINED else language
+
+    def reindex(
+        self, bot_id: str | None = None, *, keep_neural: bool = False, batch_size: int = 256
+    ) -> ReindexReport:
+        """Re-encode stored chunks from their payloads (no re-crawl): BM25 always, SPLADE and dense too
+        unless ``keep_neural``; ``bot_id`` None for every bot.
+
+        A collection created before BM25 existed is rebuilt whole into the current layout (the other bots'
+        chunks keep their SPLADE and dense vectors and gain BM25 ones); otherwise the bot's points are
+        overwritten in place under the same ids.
+        """
+        report = ReindexReport()
+        rebuild = self._lexical is not None and not self._index.has_bm25()
+
+        def batches() -> Iterator[list[EncodedChunk]]:
+            for stored in self._index.export(batch_size):
+                mine = [i for i, item in enumerate(stored) if bot_id is None or item.chunk.bot_id == bot_id]
+                if not rebuild and not mine:
+                    continue
+                wanted = set(mine)
+                report.bots.update(stored[i].chunk.bot_id for i in mine)
+                neural = [item if keep_neural or i not in wanted else None for i, item in enumerate(stored)]
+                selected = stored if rebuild else [stored[i] for i in mine]
+                reuse = neural if rebuild else [neural[i] for i in mine]
+                fresh = self.encode([item.chunk for item in selected], neural=reuse)
+                report.chunks += len(mine)
+                report.reencoded += sum(1 for kept in reuse if kept is None)
+                yield fresh
+
+        if rebuild:
+            report.rebuilt = True
+            self._index.rebuild(batches())
+        else:
+            for fresh in batches():
+                self._index.upsert(fresh)
+        logger.info("reindex: %s", report)
+        return report
 
     def _adopt_from_other_sources(self, run: _Run, pending: list[_Pending]) -> list[_Pending]:
         """A document another source of this bot already holds is moved here; unchanged ones skip encoding."""
@@ -347,6 +439,16 @@ class IngestService:
                 session.commit()
         except Exception:
             logger.exception("cannot mark documents for repair; a later change will re-encode them")
+
+
+@dataclass(slots=True)
+class ReindexReport:
+    """What ``IngestService.reindex`` did."""
+
+    chunks: int = 0  # chunks of the selected bots re-encoded (BM25 at least)
+    reencoded: int = 0  # of those, with fresh SPLADE and dense vectors
+    rebuilt: bool = False  # the whole collection was rebuilt into the current layout
+    bots: set[str] = field(default_factory=set)
 
 
 def _get_or_create(

@@ -67,7 +67,15 @@ class BotChanges(BaseModel):
     language_policy: str | None = Field(
         default=None, description="'match' (answer in the visitor's language) or an ISO 639-1 code."
     )
-    min_relevance: float | None = Field(default=None, ge=-1.0, le=1.0, description="Relevance floor.")
+    min_relevance: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="A fixed floor on the dense cosine; null: calibrated on the bot's own content.",
+    )
+    answer_max_words: int | None = Field(
+        default=None, ge=10, le=1000, description="Answer length limit in words; null: the deployment's."
+    )
     allowed_origins: list[str] | None = Field(
         default=None, description="Sites the widget may run on, e.g. https://www.example.com; empty: none."
     )
@@ -159,6 +167,7 @@ _NULLABLE = {
     "llm_model",
     "llm_fallbacks",
     "min_relevance",
+    "answer_max_words",
     "rate_visitor_per_minute",
     "rate_ip_per_minute",
     "daily_message_budget",
@@ -211,6 +220,7 @@ class BotProfile:
     lead_form: LeadForm | None = None
     retention_days: int | None = None
     redact_questions: bool = False
+    answer_max_words: int = 80
 
     @classmethod
     def of(cls, bot: Bot, settings: Settings) -> BotProfile:
@@ -244,6 +254,7 @@ class BotProfile:
             lead_form=LeadForm.model_validate(bot.lead_form) if bot.lead_form else None,
             retention_days=bot.retention_days,
             redact_questions=bool(bot.redact_questions),
+            answer_max_words=pick(bot.answer_max_words, settings.answer_max_words),
         )
 
     @classmethod
@@ -267,6 +278,7 @@ def bot_to_dict(bot: Bot) -> dict[str, Any]:
         "llm_fallbacks": bot.llm_fallbacks,
         "language_policy": bot.language_policy,
         "min_relevance": bot.min_relevance,
+        "answer_max_words": bot.answer_max_words,
         "public_key": bot.public_key,
         "allowed_origins": list(bot.allowed_origins or []),
         "rate_visitor_per_minute": bot.rate_visitor_per_minute,

@@ -125,6 +125,7 @@ def stack(
         llm_api_key="sk-test",
         llm_max_retries=0,
         min_relevance=None,
+        grounding="off",  # the stand-in model's text is shown as written
         rate_sessions_per_ip_minute=1000,  # every page view renews the session
         rate_ip_per_minute=1000,
     )

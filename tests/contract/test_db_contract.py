@@ -622,18 +622,18 @@ def test_ingest_jobs(sessions: sessionmaker[Session]) -> None:
 def test_fusion_observations_add_up_per_bot(sessions: sessionmaker[Session]) -> None:
     with session_scope(sessions) as s:
         assert repo.get_fusion_calibration(s, "bot-a") is None
-        assert repo.add_fusion_observations(s, "bot-a", 3, 1.5, 0.75) == (3, 1.5, 0.75)
+        assert repo.add_fusion_observations(s, "bot-a", 3, 1.5, 0.75, 0.5) == (3, 1.5, 0.75, 0.5)
     with session_scope(sessions) as s:
-        assert repo.add_fusion_observations(s, "bot-a", 2, 0.5, 0.25) == (5, 2.0, 1.0)
-        assert repo.add_fusion_observations(s, "bot-b", 1, 9.0, 9.0) == (1, 9.0, 9.0)
+        assert repo.add_fusion_observations(s, "bot-a", 2, 0.5, 0.25) == (5, 2.0, 1.0, 0.5)  # no BM25
+        assert repo.add_fusion_observations(s, "bot-b", 1, 9.0, 9.0, 9.0) == (1, 9.0, 9.0, 9.0)
     with session_scope(sessions) as s:
-        assert repo.get_fusion_calibration(s, "bot-a") == (5, 2.0, 1.0)
-        assert repo.get_fusion_calibration(s, "bot-b") == (1, 9.0, 9.0)
+        assert repo.get_fusion_calibration(s, "bot-a") == (5, 2.0, 1.0, 0.5)
+        assert repo.get_fusion_calibration(s, "bot-b") == (1, 9.0, 9.0, 9.0)
         assert repo.reset_fusion_calibration(s, "bot-b") is True
         assert repo.reset_fusion_calibration(s, "bot-b") is False
     with session_scope(sessions) as s:
         assert repo.get_fusion_calibration(s, "bot-b") is None
-        assert repo.get_fusion_calibration(s, "bot-a") == (5, 2.0, 1.0)
+        assert repo.get_fusion_calibration(s, "bot-a") == (5, 2.0, 1.0, 0.5)
 
 
 def test_concurrent_fusion_flushes_all_count(sessions: sessionmaker[Session]) -> None:
@@ -645,11 +645,11 @@ def test_concurrent_fusion_flushes_all_count(sessions: sessionmaker[Session]) ->
         barrier.wait()  # all race for the first insert of the row
         for _ in range(per_writer):
             with session_scope(sessions) as s:
-                repo.add_fusion_observations(s, "bot-a", 2, 0.5, 0.25)
+                repo.add_fusion_observations(s, "bot-a", 2, 0.5, 0.25, 0.125)
 
     assert race(writers, flush) == []
     with session_scope(sessions) as s:
-        assert repo.get_fusion_calibration(s, "bot-a") == (40, 10.0, 5.0)
+        assert repo.get_fusion_calibration(s, "bot-a") == (40, 10.0, 5.0, 2.5)
 
 
 def test_two_processes_learn_the_same_weights_through_the_sql_store(sessions: sessionmaker[Session]) -> None:
@@ -659,10 +659,10 @@ def test_two_processes_learn_the_same_weights_through_the_sql_store(sessions: se
     ]
     for worker in workers:
         for _ in range(2):
-            worker.observe("bot-a", soft, sharp)
+            worker.observe("bot-a", soft, sharp, soft)
     workers[0].flush()  # nothing pending, nothing written: the view is from its last flush
     assert [w.queries("bot-a") for w in workers] == [2, 4]
-    workers[0].observe("bot-a", soft, sharp)
+    workers[0].observe("bot-a", soft, sharp, soft)
     workers[0].flush()
     assert workers[0].queries("bot-a") == 5
     restarted = FusionCalibration(min_queries=4, store=SqlCalibrationStore(sessions))
@@ -672,7 +672,9 @@ def test_two_processes_learn_the_same_weights_through_the_sql_store(sessions: se
     stored = SqlCalibrationStore(sessions).load("bot-a")
     assert stored is not None
     assert stored.queries == 5
-    assert (stored.sparse_sum, stored.dense_sum) == pytest.approx((5 * top_z(soft), 5 * top_z(sharp)))
+    assert (stored.sparse_sum, stored.dense_sum, stored.bm25_sum) == pytest.approx(
+        (5 * top_z(soft), 5 * top_z(sharp), 5 * top_z(soft))
+    )
     restarted.forget("bot-a")
     with session_scope(sessions) as s:
         assert repo.get_fusion_calibration(s, "bot-a") is None

@@ -4,10 +4,12 @@ are computed by hand, and the whole suite runs in seconds."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +46,17 @@ class Backend:
         self._clients: list[QdrantClient] = []
         self._indexes: list[VectorIndex] = []
 
-    def open(self) -> VectorIndex:
+    def open(self, *, lexical: bool = True) -> VectorIndex:
+        """``lexical=False``: the two-vector layout of collections created before BM25."""
         index: VectorIndex
         if self.kind == "edge":
-            index = EdgeIndex(self.root, "contract")
+            index = EdgeIndex(self.root, "contract", lexical=lexical)
         else:
             for client in self._clients:  # local mode locks its folder: one client at a time
                 client.close()
             client = QdrantClient(path=str(self.root / "qdrant-local"))
             self._clients.append(client)
-            index = QdrantServerIndex(client=client, collection="contract")
+            index = QdrantServerIndex(client=client, collection="contract", lexical=lexical)
         self._indexes.append(index)
         return index
 
@@ -119,6 +122,25 @@ DOC2 = item(A, "doc2", 0, {1: 1.0, 3: 3.0}, (0.0, 1.0, 0.0, 0.0))
 DOC3 = item(A, "doc2", 1, {2: 0.5, 4: 1.0}, (0.6, 0.8, 0.0, 0.0))
 QUERY_SPARSE = sv({1: 1.0, 3: 0.5})  # dots: doc1 2.0, doc2 2.5, doc3 0 (no shared term)
 QUERY_DENSE = (1.0, 0.0, 0.0, 0.0)  # cosines: doc1 1.0, doc3 0.6, doc2 0.0
+QUERY_BM25 = sv({100: 1.0, 101: 1.0})  # BM25 queries weigh each term 1; the engine multiplies by IDF
+
+
+def lexical(encoded: EncodedChunk, weights: dict[int, float]) -> EncodedChunk:
+    """The item with a BM25 vector (saturated term frequencies, as ``Bm25Encoder`` writes them)."""
+    return dataclasses.replace(encoded, bm25=sv(weights))
+
+
+def idf(n: int, total: int) -> float:
+    """Qdrant's IDF modifier: ln(1 + (N - n + 0.5) / (n + 0.5)) over the points holding the vector."""
+    return math.log(1.0 + (total - n + 0.5) / (n + 0.5))
+
+
+# Four chunks of bot A for BM25: term 100 is in every one, term 101 only in LEX1. Raw dot products rank
+# LEX2 first (3.0 against 2.0); with IDF the rare term decides and LEX1 wins.
+LEX1 = lexical(item(A, "lex1", 0, {1: 1.0}, (0.0, 0.0, 1.0, 0.0)), {100: 1.0, 101: 1.0})
+LEX2 = lexical(item(A, "lex2", 0, {1: 2.0}, (0.0, 0.0, 0.0, 1.0)), {100: 3.0})
+LEX3 = lexical(item(A, "lex3", 0, {5: 1.0}, (1.0, 0.0, 0.0, 0.0)), {100: 1.2, 102: 0.5})
+LEX4 = lexical(item(A, "lex4", 0, {5: 0.5}, (0.0, 1.0, 0.0, 0.0)), {100: 1.0})
 
 
 def ids(hits: list) -> list[str]:  # type: ignore[type-arg]
@@ -235,10 +257,10 @@ def test_hybrid_candidates_carry_both_exact_scores(index: VectorIndex) -> None:
 
 def test_hybrid_candidates_rescore_only_what_the_caller_names(index: VectorIndex) -> None:
     index.upsert([DOC1, DOC2, DOC3])
-    seen: list[tuple[list[tuple[str, float]], list[tuple[str, float]]]] = []
+    seen: list[Sequence[list[tuple[str, float]]]] = []
 
-    def only_doc1(sparse: list[tuple[str, float]], dense: list[tuple[str, float]]) -> set[str]:
-        seen.append((sparse, dense))
+    def only_doc1(lists: Sequence[list[tuple[str, float]]]) -> set[str]:
+        seen.append(lists)
         return {DOC1.chunk.id}
 
     got = {c.chunk_id: c for c in index.hybrid_candidates(A, QUERY_SPARSE, QUERY_DENSE, 1, only_doc1)}
@@ -250,7 +272,7 @@ def test_hybrid_candidates_rescore_only_what_the_caller_names(index: VectorIndex
     assert doc1.sparse_score == pytest.approx(2.0)  # rescored exactly
     assert not doc2.exact
     assert doc2.dense_score == pytest.approx(dense[0][1])  # the dense list's lowest score: a bound
-    nothing = index.hybrid_candidates(A, QUERY_SPARSE, QUERY_DENSE, 1, lambda s, d: ())
+    nothing = index.hybrid_candidates(A, QUERY_SPARSE, QUERY_DENSE, 1, lambda lists: ())
     assert not any(c.exact for c in nothing)
 
 
@@ -571,11 +593,14 @@ def exercise_every_tenant_method(index: VectorIndex, bot: str) -> tuple[set[str]
     call("hybrid_search", QUERY_SPARSE, QUERY_DENSE, 3, 10, fusion="dbsf")
     call("hybrid_search", SparseVector((), ()), QUERY_DENSE, 3, 10)
     call("hybrid_candidates", QUERY_SPARSE, QUERY_DENSE, 1)  # each top list misses one: exact rescoring
-    call("hybrid_candidates", QUERY_SPARSE, QUERY_DENSE, 1, lambda s, d: [c for c, _ in (*s, *d)])
+    call("hybrid_candidates", QUERY_SPARSE, QUERY_DENSE, 1, lambda lists: [c for ls in lists for c, _ in ls])
+    call("hybrid_candidates", QUERY_SPARSE, QUERY_DENSE, 1, bm25=QUERY_BM25)
+    call("hybrid_search", QUERY_SPARSE, QUERY_DENSE, 3, 10, bm25=QUERY_BM25)
     call("search_sparse", QUERY_SPARSE, 10)
     call("search_dense", QUERY_DENSE, 10)
+    call("search_bm25", QUERY_BM25, 10)
     ids = [DOC1.chunk.id, TWIN.chunk.id]
-    returned = [*call("chunks", ids), *call("sparse_vectors", ids)]
+    returned = [*call("chunks", ids), *call("sparse_vectors", ids), *call("bm25_vectors", ids)]
     call("count")
     call("count", source_id="doc2")
     call("delete_chunks", [DOC3.chunk.id, TWIN.chunk.id])
@@ -596,7 +621,7 @@ def test_every_engine_call_carries_the_bot_filter(backend: Backend, monkeypatch:
     assert {where for where, _ in recorder.filters} == {"_search", "_delete", "_count", "engine"}
     assert tenant_violations(recorder, A, returned) == []
     assert TWIN.chunk.id in {str(p.payload.get("chunk_id")) for p in recorder.fetched}  # asked for, kept out
-    assert sorted(returned) == [DOC1.chunk.id, DOC1.chunk.id]
+    assert sorted(returned) == [DOC1.chunk.id] * 3  # chunks, sparse_vectors, bm25_vectors
     assert (index.count(A), index.count(B)) == (0, 1)  # bot A's deletes left bot B's twin alone
 
 
@@ -637,4 +662,102 @@ def test_the_bot_filter_check_catches_a_backend_that_drops_it(
     if broken == "_filter":
         assert {v.split(":", 1)[0] for v in violations} == {"_search", "_delete", "_count", "engine"}
     else:
-        assert violations == [f"by-id read returned bot {B}'s chunk"] * 2
+        assert violations == [f"by-id read returned bot {B}'s chunk"] * 3
+
+
+# --- BM25: the third named vector, with the engine's IDF modifier ------------------------------------------
+
+
+def test_the_idf_modifier_applies_inverse_document_frequency_at_query_time(index: VectorIndex) -> None:
+    assert index.has_bm25()
+    index.upsert([LEX1, LEX2, LEX3, LEX4])
+    hits = index.search_bm25(A, QUERY_BM25, 4)
+    assert ids(hits) == [LEX1.chunk.id, LEX2.chunk.id, LEX3.chunk.id, LEX4.chunk.id]  # raw dots: LEX2 first
+    common, rare = idf(4, 4), idf(1, 4)
+    expected = [common + rare, 3.0 * common, 1.2 * common, 1.0 * common]
+    assert [h.score for h in hits] == pytest.approx(expected, rel=1e-4)
+    assert [h.bm25_score for h in hits] == pytest.approx(expected, rel=1e-4)
+    assert [h.bm25_rank for h in hits] == [1, 2, 3, 4]
+    assert index.search_bm25(A, SparseVector((), ()), 4) == []
+    assert index.search_bm25(B, QUERY_BM25, 4) == []
+    stored = index.bm25_vectors(A, [LEX1.chunk.id, "missing"])
+    assert stored == {LEX1.chunk.id: LEX1.bm25}
+
+
+def test_hybrid_candidates_add_the_bm25_list_with_exact_rescoring(index: VectorIndex) -> None:
+    index.upsert([LEX1, LEX2, LEX3, LEX4])
+    query_sparse = sv({5: 1.0})  # LEX3, LEX4
+    query_dense = (1.0, 0.0, 0.0, 0.0)  # LEX3 first
+    got = {c.chunk_id: c for c in index.hybrid_candidates(A, query_sparse, query_dense, 1, bm25=QUERY_BM25)}
+    assert set(got) == {LEX3.chunk.id, LEX1.chunk.id}  # sparse and dense top: LEX3
+    lex1 = got[LEX1.chunk.id]
+    assert (lex1.bm25_rank, lex1.sparse_rank, lex1.dense_rank) == (1, None, None)
+    assert lex1.bm25_score == pytest.approx(idf(4, 4) + idf(1, 4), rel=1e-4)
+    assert lex1.sparse_score == 0.0  # rescored: no shared term
+    assert lex1.dense_score == pytest.approx(0.0, abs=1e-5)
+    lex3 = got[LEX3.chunk.id]
+    assert lex3.bm25_rank is None
+    assert lex3.bm25_score == pytest.approx(1.2 * idf(4, 4), rel=1e-4)  # rescored exactly, IDF included
+    assert all(c.exact for c in got.values())
+    seen: list[int] = []
+    index.hybrid_candidates(
+        A, query_sparse, query_dense, 1, lambda lists: seen.append(len(lists)) or (), QUERY_BM25
+    )
+    assert seen == [3]
+    without = index.hybrid_candidates(A, query_sparse, query_dense, 1)
+    assert all(c.bm25_score is None and c.bm25_rank is None for c in without)
+
+
+def test_engine_fusion_takes_the_bm25_prefetch(index: VectorIndex) -> None:
+    index.upsert([LEX1, LEX2, LEX3, LEX4])
+    hits = index.hybrid_search(A, sv({5: 1.0}), (1.0, 0.0, 0.0, 0.0), 4, 10, bm25=QUERY_BM25)
+    by_id = {h.chunk.id: h for h in hits}
+    assert by_id[LEX1.chunk.id].bm25_rank == 1
+    assert by_id[LEX3.chunk.id].dense_rank == 1
+    two = index.hybrid_search(A, sv({5: 1.0}), (1.0, 0.0, 0.0, 0.0), 4, 10)
+    assert all(h.bm25_score is None for h in two)
+    assert LEX1.chunk.id in by_id  # found by BM25 alone
+
+
+def test_a_collection_from_before_bm25_keeps_working_and_rebuilds_from_its_payloads(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = backend.open(lexical=False)
+    old.upsert([DOC1, DOC2, DOC3, TWIN])
+    assert not old.has_bm25()
+    upgraded = backend.reopen(old)
+    with caplog.at_level(logging.WARNING):
+        assert not upgraded.has_bm25()
+        assert not upgraded.has_bm25()
+    warnings = [r for r in caplog.records if "ragbot reindex" in r.getMessage()]
+    assert len(warnings) == 1  # one clear warning, not one per query
+    # Two signals: a BM25 query is ignored, nothing fails.
+    candidates = upgraded.hybrid_candidates(A, QUERY_SPARSE, QUERY_DENSE, 10, bm25=QUERY_BM25)
+    assert {c.chunk_id for c in candidates} == {DOC1.chunk.id, DOC2.chunk.id, DOC3.chunk.id}
+    assert all(c.bm25_score is None for c in candidates)
+    assert upgraded.search_bm25(A, QUERY_BM25, 5) == []
+    assert upgraded.bm25_vectors(A, [DOC1.chunk.id]) == {}
+    assert len(upgraded.hybrid_search(A, QUERY_SPARSE, QUERY_DENSE, 3, 10, bm25=QUERY_BM25)) == 3
+    upgraded.upsert([lexical(item(A, "new", 0, {1: 1.0}, (0.0, 0.0, 1.0, 0.0)), {101: 1.0})])
+    assert upgraded.count(A) == 4
+    # Rebuild from what is stored (the caller derives BM25 vectors from the payload text).
+    stored = [batch for batch in upgraded.export(batch_size=2)]
+    assert sum(len(b) for b in stored) == 5
+    assert all(e.bm25 is None for b in stored for e in b)
+    by_id = {e.chunk.id: e for b in stored for e in b}
+    assert by_id[DOC1.chunk.id].chunk == DOC1.chunk
+    assert by_id[DOC1.chunk.id].sparse == DOC1.sparse
+    assert by_id[DOC1.chunk.id].dense == pytest.approx(DOC1.dense)
+    added = {DOC1.chunk.id: {100: 1.0, 101: 1.0}, DOC2.chunk.id: {100: 1.0}}
+    written = upgraded.rebuild(
+        iter([[lexical(e, added.get(e.chunk.id, {100: 0.5})) for e in batch] for batch in stored])
+    )
+    assert written == 5
+    assert upgraded.has_bm25()
+    assert (upgraded.count(A), upgraded.count(B)) == (4, 1)
+    assert ids(upgraded.search_bm25(A, QUERY_BM25, 1)) == [DOC1.chunk.id]
+    assert upgraded.sparse_vectors(A, [DOC2.chunk.id]) == {DOC2.chunk.id: DOC2.sparse}
+    assert ids(upgraded.search_dense(A, QUERY_DENSE, 1)) == [DOC1.chunk.id]
+    again = backend.reopen(upgraded)
+    assert again.has_bm25()
+    assert ids(again.search_bm25(A, QUERY_BM25, 1)) == [DOC1.chunk.id]

@@ -305,6 +305,7 @@ def body_values(world: World) -> dict[str, Any]:
     return {
         **path_values(world),
         "message": "How do I descale the kettle? [1]",
+        "query": "How do I descale the Brewmaster kettle?",
         "target": str(world.docs_a),
         "name": "auth sweep",
     }
@@ -515,9 +516,13 @@ def check_refused(kind: str, op: Operation, response: httpx.Response, world: Wor
 @pytest.mark.parametrize("kind", CREDENTIALS)
 def test_no_route_serves_a_caller_it_should_not(world: World, kind: str) -> None:
     ops = operations(world)
-    assert {("POST", "/v1/chat"), ("DELETE", "/v1/bots/{bot_id}"), ("GET", "/v1/keys")} <= {
-        (o.method, o.path) for o in ops
-    }, "the sweep lost routes it must cover"
+    must_cover = {
+        ("POST", "/v1/chat"),
+        ("POST", "/v1/search"),
+        ("DELETE", "/v1/bots/{bot_id}"),
+        ("GET", "/v1/keys"),
+    }
+    assert must_cover <= {(o.method, o.path) for o in ops}, "the sweep lost routes it must cover"
     before = snapshot(world)
     with world.client() as client:
         headers = credential_headers(kind, world, client)

@@ -112,9 +112,12 @@ def test_irrelevant_question_is_refused_without_an_llm_call(base: Runtime) -> No
 
 
 def test_default_floor_refuses_off_topic_but_answers_on_topic(base: Runtime, katan_echo: KatanServer) -> None:
-    off_topic = _runtime(base, "http://127.0.0.1:9/v1").chat_service.ask(
+    # the deployment's defaults: the bot's floor calibrated on its own content, answers verified
+    default = {"grounding": "verify", "relevance_calibration_wait_s": 600.0}
+    off_topic = _runtime(base, "http://127.0.0.1:9/v1", **default).chat_service.ask(
         BOT, "what is the capital of australia"
     )
     assert off_topic.status == "refused"
-    on_topic = _runtime(base, katan_echo.base_url).chat_service.ask(BOT, "How do I install ragbot?")
-    assert on_topic.status == "complete"
+    answering = _runtime(base, katan_echo.base_url, **default)
+    on_topic = answering.chat_service.ask(BOT, "How do I install ragbot?")
+    assert on_topic.status == "complete" and on_topic.grounded  # the echo is no answer: sources quoted

@@ -1,7 +1,7 @@
 """Content gaps on a realistic case, end to end on real parts: a small docs site for a made-up self-hosted
 backup tool ("Burrow") is ingested with the packaged encoders into Qdrant Edge; 60 visitor questions go
-through the real chat service (an llm-katan echo LLM behind LiteLLM; the product's own relevance floor,
-left at the deployment default, decides what it declines). Two topics are missing from the docs (pricing
+through the real chat service (an llm-katan echo LLM behind LiteLLM; a fixed relevance floor on the
+dense cosine decides what it declines). Two topics are missing from the docs (pricing
 and licensing, mobile apps), ten differently worded questions each, mixed among 40 answerable ones.
 
 Visitors react as they would: an answer to a missing-topic question that the product did not decline
@@ -341,6 +341,11 @@ def make_traffic(data: Path, sparse: Any, dense: Any, katan: KatanServer) -> Tra
         llm_api_base=katan.base_url,
         llm_api_key="sk-test",
         llm_max_retries=0,
+        # The echo "answers" only repeat the question: verified, none would ever be shown. The analytics
+        # under test read declines, thumbs and handoffs, so the turns keep the plain fixed floor and the
+        # echo text (tests/integration/test_grounding.py covers the grounded path).
+        min_relevance=0.20,
+        grounding="off",
     )
     runtime = Runtime(
         settings, index=EdgeIndex(data / "edge", "ragbot"), sparse_encoder=sparse, dense_encoder=dense

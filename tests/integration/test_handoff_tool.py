@@ -123,6 +123,7 @@ def _runtime(
         llm_max_retries=0,
         llm_tools=tools,  # type: ignore[arg-type]
         min_relevance=None,
+        grounding="off",  # the stand-in model's text is shown as written
     )
     return Runtime(settings, index=index, sparse_encoder=encoders[0], dense_encoder=encoders[1])
 

@@ -145,6 +145,7 @@ def deployment(
         llm_api_key="sk-test",
         llm_max_retries=0,
         min_relevance=None,  # the echo answer is stored as the bot's answer whatever retrieval scored
+        grounding="off",  # the stand-in model's text is shown as written
     )
     runtime = Runtime(settings, sparse_encoder=real_sparse_encoder, dense_encoder=real_dense_encoder)
     try:

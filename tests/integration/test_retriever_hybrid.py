@@ -192,7 +192,9 @@ def test_bad_requests_are_refused(setup) -> None:  # type: ignore[no-untyped-def
     with pytest.raises(ValueError, match="top_k"):
         retriever.retrieve("shop", "refund", 0)
     with pytest.raises(ValueError, match="mode"):
-        retriever.retrieve_mode("shop", "refund", 3, "bm25")  # type: ignore[arg-type]
+        retriever.retrieve_mode("shop", "refund", 3, "magic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bm25 mode needs the BM25 retriever"):
+        retriever.retrieve_mode("shop", "refund", 3, "bm25")
     index, sparse, dense = setup
     with pytest.raises(ValueError, match="fusion"):
         Retriever(sparse, dense, index, prefetch_k=10, fusion="adaptive", rrf_k=60)
@@ -226,6 +228,7 @@ def test_calibrated_fusion_learns_per_bot_from_its_queries(setup) -> None:  # ty
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert retriever.calibration.queries("shop") == 2
     assert retriever.calibration.queries("other-shop") == 0
-    w_sparse, w_dense = retriever.calibration.weights("shop")
+    w_sparse, w_dense, w_bm25 = retriever.calibration.weights("shop")
     assert w_sparse + w_dense == pytest.approx(2.0)
+    assert w_bm25 <= min(w_sparse, w_dense)
     assert retriever.retrieve("shop", "cancel my orders", top_k=1)[0].chunk.source_id == "cancel"

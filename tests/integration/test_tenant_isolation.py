@@ -4,9 +4,9 @@ SQLite and PostgreSQL and on both index backends. Deleting a bot removes everyth
 of the other's.
 
 The echo LLM (llm-katan) repeats the visitor's message, so a question ending in " [1] [2] [3]" cites every
-passage retrieval handed it: a leaked passage would show up as a citation. ``min_relevance`` is off, so
-retrieval always hands over the bot's best passages: an answer with no citation at all proves nothing and
-fails the test.
+passage retrieval handed it: a leaked passage would show up as a citation. ``min_relevance`` and
+``grounding`` are off, so retrieval always hands over the bot's best passages and the answer is shown as
+written: an answer with no citation at all proves nothing and fails the test.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def tenants(
     try:
         with scratch_database(db_kind) as url:
             index = test_api._make_index(index_kind, data_dir)
-            settings = test_api._settings(data_dir, url, katan.base_url, min_relevance=None)
+            settings = test_api._settings(data_dir, url, katan.base_url, min_relevance=None, grounding="off")
             stack = Stack(settings, index, real_sparse_encoder, real_dense_encoder)
             runtime = stack.runtime()
             admin_key, _ = runtime.api_keys.create(name="tenants-admin")

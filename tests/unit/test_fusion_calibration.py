@@ -14,7 +14,7 @@ from fixtures.threads import race
 
 import ragbot.retrieval.calibration as calibration_module
 from ragbot.retrieval.calibration import FusionCalibration, Totals
-from ragbot.retrieval.fusion import calibrated_weights, top_z
+from ragbot.retrieval.fusion import calibrated_weights, renormalised, top_z
 
 pytestmark = pytest.mark.unit
 
@@ -26,9 +26,9 @@ def test_equal_weights_until_enough_queries() -> None:
     calibration = FusionCalibration(min_queries=3)
     for _ in range(2):
         calibration.observe("shop", SOFT, SHARP)
-    assert calibration.weights("shop") == (1.0, 1.0)
+    assert calibration.weights("shop") == (1.0, 1.0, 1.0)
     calibration.observe("shop", SOFT, SHARP)
-    w_sparse, w_dense = calibration.weights("shop")
+    w_sparse, w_dense = renormalised(calibration.weights("shop"), 2)
     assert (w_sparse, w_dense) == pytest.approx(calibrated_weights(top_z(SOFT), top_z(SHARP)))
     assert w_dense > w_sparse
 
@@ -40,9 +40,9 @@ def test_bots_learn_separately_and_can_forget() -> None:
     shop, docs = calibration.weights("shop"), calibration.weights("docs")
     assert shop[0] > shop[1]
     assert docs[1] > docs[0]
-    assert calibration.weights("nobody") == (1.0, 1.0)
+    assert calibration.weights("nobody") == (1.0, 1.0, 1.0)
     calibration.forget("shop")
-    assert calibration.weights("shop") == (1.0, 1.0)
+    assert calibration.weights("shop") == (1.0, 1.0, 1.0)
     assert calibration.queries("docs") == 1
 
 
@@ -51,7 +51,7 @@ def test_a_query_one_retriever_could_not_answer_is_not_evidence() -> None:
     calibration.observe("shop", [], SHARP)  # no shared vocabulary term
     calibration.observe("shop", [3.0], SHARP)
     assert calibration.queries("shop") == 0
-    assert calibration.weights("shop") == (1.0, 1.0)
+    assert calibration.weights("shop") == (1.0, 1.0, 1.0)
 
 
 def _observing(calibration: FusionCalibration, times: int) -> Callable[[int, threading.Barrier], None]:
@@ -119,7 +119,9 @@ def test_stored_totals_are_loaded_once_on_first_use() -> None:
     store = FakeStore()
     store.totals["shop"] = Totals(5, 5 * top_z(SOFT), 5 * top_z(SHARP))
     calibration = FusionCalibration(min_queries=5, store=store)
-    assert calibration.weights("shop") == pytest.approx(calibrated_weights(top_z(SOFT), top_z(SHARP)))
+    assert renormalised(calibration.weights("shop"), 2) == pytest.approx(
+        calibrated_weights(top_z(SOFT), top_z(SHARP))
+    )
     calibration.observe("shop", SOFT, SHARP)
     assert calibration.queries("shop") == 6
     assert calibration.queries("docs") == 0
@@ -144,13 +146,13 @@ def test_a_flush_brings_in_other_processes_totals() -> None:
     store = FakeStore()
     mine = FusionCalibration(min_queries=4, store=store, flush_every=2)
     theirs = FusionCalibration(min_queries=4, store=store, flush_every=2)
-    assert mine.weights("shop") == (1.0, 1.0)  # loads nothing yet
+    assert mine.weights("shop") == (1.0, 1.0, 1.0)  # loads nothing yet
     for _ in range(2):
         theirs.observe("shop", SHARP, SOFT)
     for _ in range(2):
         mine.observe("shop", SHARP, SOFT)  # the flush replies with their 2 and my 2
     assert mine.queries("shop") == 4
-    w_sparse, w_dense = mine.weights("shop")
+    w_sparse, w_dense, _ = mine.weights("shop")
     assert w_sparse > w_dense
     assert store.totals["shop"].queries == 4
 
@@ -183,7 +185,9 @@ def test_a_failing_store_never_breaks_retrieval_and_keeps_the_deltas(
             calibration.observe("shop", SOFT, SHARP)  # load and the flush after 2 fail
         calibration.flush()
         assert calibration.queries("shop") == 3  # local view: the stored 10 could not be read
-        assert calibration.weights("shop") == pytest.approx(calibrated_weights(top_z(SOFT), top_z(SHARP)))
+        assert renormalised(calibration.weights("shop"), 2) == pytest.approx(
+            calibrated_weights(top_z(SOFT), top_z(SHARP))
+        )
     assert "loading bot 'shop' failed" in caplog.text
     assert "storing 2 observations of bot 'shop' failed" in caplog.text
     assert "storing 3 observations of bot 'shop' failed" in caplog.text
@@ -214,7 +218,7 @@ def test_forget_resets_the_stored_totals_too() -> None:
     calibration.observe("docs", SOFT, SHARP)
     calibration.forget("shop")
     assert "shop" not in store.totals
-    assert calibration.weights("shop") == (1.0, 1.0)
+    assert calibration.weights("shop") == (1.0, 1.0, 1.0)
     assert FusionCalibration(min_queries=1, store=store).queries("shop") == 0  # a restart learns afresh
     assert calibration.queries("docs") == 1
 
@@ -236,3 +240,23 @@ def test_the_calibration_module_imports_no_sql() -> None:
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not {name for name in imported if name.split(".")[0] == "sqlalchemy" or ".db" in name}
+
+
+def test_three_lists_learn_three_weights() -> None:
+    """BM25's list joins the statistics: the neural pair keeps its two-signal weights, and BM25 gets its
+    softmax weight on their scale, capped at the weaker neural one (a peaky BM25 list is not a better one).
+    A query where BM25 found fewer than two chunks says nothing (skipped, like a short sparse list)."""
+    calibration = FusionCalibration(min_queries=2)
+    calibration.observe("shop", SOFT, SHARP, SHARP)
+    calibration.observe("shop", SOFT, SHARP, [1.0])  # skipped
+    assert calibration.queries("shop") == 1
+    calibration.observe("shop", SOFT, SHARP, SHARP)
+    w_sparse, w_dense, w_bm25 = calibration.weights("shop")
+    assert (w_sparse, w_dense) == pytest.approx(calibrated_weights(top_z(SOFT), top_z(SHARP)))
+    assert w_bm25 == pytest.approx(w_sparse)  # as peaked as dense: capped at the weaker neural weight
+    flat = FusionCalibration(min_queries=1)
+    flat.observe("docs", SHARP, SHARP, SOFT)
+    w_sparse, w_dense, w_bm25 = flat.weights("docs")
+    assert (w_sparse, w_dense) == pytest.approx((1.0, 1.0))
+    softmax = calibrated_weights(top_z(SHARP), top_z(SHARP), top_z(SOFT))
+    assert w_bm25 == pytest.approx(softmax[2] / softmax[0]) and w_bm25 < 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -122,7 +123,7 @@ def test_zscore_exact_places_a_missed_candidate_by_its_real_score() -> None:
     sparse = [("s1", 9.0), ("s2", 3.0)]  # mean 6, std 3
     dense = [("d1", 0.9), ("d2", 0.5), ("s1", 0.1)]
     exact = {"s1": (9.0, 0.1), "s2": (3.0, 0.85), "d1": (0.0, 0.9), "d2": (6.0, 0.5)}
-    fused = dict(fusion.zscore_exact(sparse, dense, exact))
+    fused = dict(fusion.zscore_exact([sparse, dense], exact))
     mean_d, std_d = 0.5, (((0.4**2) * 2) / 3) ** 0.5
     assert fused["s2"] == pytest.approx(-1.0 + (0.85 - mean_d) / std_d)  # not the dense floor
     assert fused["d1"] == pytest.approx(-2.0 + (0.9 - mean_d) / std_d)  # sparse 0: two spreads below
@@ -133,8 +134,8 @@ def test_weights_scale_each_retrievers_vote() -> None:
     sparse = [("a", 10.0), ("b", 1.0)]
     dense = [("b", 0.9), ("a", 0.1)]
     exact = {"a": (10.0, 0.1), "b": (1.0, 0.9)}
-    assert _ids(fusion.zscore_exact(sparse, dense, exact, (1.5, 0.5)))[0] == "a"
-    assert _ids(fusion.zscore_exact(sparse, dense, exact, (0.5, 1.5)))[0] == "b"
+    assert _ids(fusion.zscore_exact([sparse, dense], exact, (1.5, 0.5)))[0] == "a"
+    assert _ids(fusion.zscore_exact([sparse, dense], exact, (0.5, 1.5)))[0] == "b"
 
 
 def test_top_z_measures_how_far_the_head_stands_out() -> None:
@@ -156,37 +157,65 @@ def test_calibrated_weights_favour_the_sharper_retriever_and_sum_to_two() -> Non
     assert fusion.calibrated_weights(1.2, 1.1) == pytest.approx((w_dense, w_sparse))
 
 
-def test_skipping_candidates_not_worth_rescoring_never_changes_the_top_k() -> None:
-    rng = random.Random(11)
+@pytest.mark.parametrize("n_lists", [2, 3])
+def test_skipping_candidates_not_worth_rescoring_never_changes_the_top_k(n_lists: int) -> None:
+    rng = random.Random(11 + n_lists)
     skipped_some = 0
+    ranges = [(0.0, 30.0), (-0.2, 0.9), (0.0, 12.0)][:n_lists]
     for _ in range(300):
         docs = [f"d{i}" for i in range(rng.randint(4, 40))]
-        in_s = rng.sample(docs, rng.randint(2, len(docs)))
-        in_d = rng.sample(docs, rng.randint(2, len(docs)))
-        s_scores = {d: rng.uniform(0, 30) for d in in_s}
-        d_scores = {d: rng.uniform(-0.2, 0.9) for d in in_d}
-        sparse = sorted(s_scores.items(), key=lambda p: -p[1])
-        dense = sorted(d_scores.items(), key=lambda p: -p[1])
-        s_floor, d_floor = sparse[-1][1], dense[-1][1]
+        listed = [rng.sample(docs, rng.randint(2, len(docs))) for _ in range(n_lists)]
+        scores = [{d: rng.uniform(lo, hi) for d in ids} for (lo, hi), ids in zip(ranges, listed, strict=True)]
+        lists = [sorted(s.items(), key=lambda p: -p[1]) for s in scores]
+        floors = [ranked[-1][1] for ranked in lists]
+        union = {d for ids in listed for d in ids}
         # What an index would rescore: a list misses a chunk only when it scores no higher than its last.
         true = {
-            d: (s_scores.get(d, rng.uniform(0, s_floor)), d_scores.get(d, rng.uniform(-0.5, d_floor)))
-            for d in {*in_s, *in_d}
-        }
-        w_sparse = rng.uniform(0.1, 1.9)
-        weights = (w_sparse, 2.0 - w_sparse)
-        top_k = rng.randint(1, 6)
-        worth = fusion.worth_rescoring(sparse, dense, weights, top_k)
-        bounded = {
-            d: (
-                true[d][0] if d in s_scores or d in worth else s_floor,
-                true[d][1] if d in d_scores or d in worth else d_floor,
+            d: tuple(
+                s.get(d, rng.uniform(lo - 0.3, floor))
+                for s, (lo, _), floor in zip(scores, ranges, floors, strict=True)
             )
+            for d in union
+        }
+        raw = [rng.uniform(0.1, 1.9) for _ in range(n_lists)]
+        weights = tuple(n_lists * w / sum(raw) for w in raw)
+        top_k = rng.randint(1, 6)
+        worth = fusion.worth_rescoring(lists, weights, top_k)
+        bounded = {
+            d: tuple(true[d][i] if d in scores[i] or d in worth else floors[i] for i in range(n_lists))
             for d in true
         }
-        full = fusion.zscore_exact(sparse, dense, true, weights)[:top_k]
-        pruned = fusion.zscore_exact(sparse, dense, bounded, weights)[:top_k]
+        full = fusion.zscore_exact(lists, true, weights)[:top_k]
+        pruned = fusion.zscore_exact(lists, bounded, weights)[:top_k]
         assert _ids(pruned) == _ids(full)
         assert [s for _, s in pruned] == pytest.approx([s for _, s in full])
-        skipped_some += len(set(s_scores) ^ set(d_scores)) > len(worth)
+        in_all = set.intersection(*(set(s) for s in scores))
+        skipped_some += len(union - in_all) > len(worth)
     assert skipped_some > 100  # the bound does prune in most cases
+
+
+def test_three_signal_weights_reduce_to_the_two_signal_sigmoid() -> None:
+    """The softmax over N means is, for two, exactly the sigmoid the two-signal fusion used; and dropping a
+    retriever (renormalising the others) keeps their ratio, so two lists fuse as before."""
+    for g_sparse, g_dense, g_bm25 in [(1.1, 1.2, 0.9), (0.7, 0.4, 1.3), (1.0, 1.0, 1.0)]:
+        sigmoid = 1.0 / (1.0 + math.exp(-20.0 * (g_sparse - g_dense)))
+        two = fusion.calibrated_weights(g_sparse, g_dense)
+        assert two == pytest.approx((2.0 * sigmoid, 2.0 * (1.0 - sigmoid)), rel=1e-12)
+        three = fusion.calibrated_weights(g_sparse, g_dense, g_bm25)
+        assert sum(three) == pytest.approx(3.0)
+        assert fusion.renormalised(three, 2) == pytest.approx(two, rel=1e-12)
+    w_sparse, w_dense, w_bm25 = fusion.calibrated_weights(1.0, 1.0, 1.2)  # BM25's top stands out most
+    assert w_bm25 > w_sparse == pytest.approx(w_dense)
+
+
+def test_fusions_take_three_lists() -> None:
+    sparse = [("a", 3.0), ("b", 1.0)]
+    dense = [("b", 0.9), ("a", 0.2)]
+    bm25 = [("c", 9.0), ("a", 8.0), ("b", 0.5)]
+    assert _ids(fusion.fuse("rrf", sparse, dense, bm25))[0] == "a"
+    assert set(_ids(fusion.zscore(sparse, dense, bm25))) == {"a", "b", "c"}
+    exact = {"a": (3.0, 0.2, 8.0), "b": (1.0, 0.9, 0.5), "c": (0.0, 0.1, 9.0)}
+    heavy_bm25 = fusion.fuse("zscore_calibrated", sparse, dense, bm25, exact=exact, weights=(0.2, 0.2, 2.6))
+    assert _ids(heavy_bm25)[0] == "c"
+    with pytest.raises(ValueError, match="3 weights for 2 lists"):
+        fusion.zscore_exact([sparse, dense], exact, (1.0, 1.0, 1.0))

@@ -65,8 +65,22 @@ def test_sources_ground_the_system_message_and_the_question_is_the_last_turn(lib
     grounding = system["content"]
     assert grounding.index("[1]") < grounding.index("SQLite") < grounding.index("[2]")
     assert "page 3" in grounding
-    assert grounding.rstrip().endswith("like [1].")
+    assert "like [1]" in grounding and "words" not in grounding  # no length limit asked for
     assert prompt.sources == tuple(hits)
+
+
+def test_the_bots_answer_length_goes_into_the_grounding(library: PromptLibrary) -> None:
+    prompt = library.build_answer(
+        "Which database?",
+        [hit(1, "SQLite is the default database.")],
+        [],
+        persona="",
+        context_window=2000,
+        max_answer_tokens=100,
+        count_tokens=words,
+        max_words=40,
+    )
+    assert "Answer in at most 40 words." in prompt.messages[0]["content"]
 
 
 def test_persona_goes_into_the_system_prompt(library: PromptLibrary) -> None:
