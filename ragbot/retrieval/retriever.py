@@ -165,7 +165,12 @@ class Retriever:
         q_bm25 = self._bm25_query(query)
         if q_bm25 is None:
             return []
-        return self._explain_lexical(bot_id, query, self._index.search_bm25(bot_id, q_bm25, top_k))
+        hits = self._index.search_bm25(bot_id, q_bm25, top_k)
+        # Equal scores (a passage repeated across pages) rank by chunk id, so a short and a deep request
+        # agree on their common prefix: the engine's order among ties depends on the limit.
+        hits.sort(key=lambda h: (-h.score, h.chunk.id))
+        ranked = [dataclasses.replace(h, bm25_rank=rank) for rank, h in enumerate(hits, start=1)]
+        return self._explain_lexical(bot_id, query, ranked)
 
     def _hybrid(
         self,

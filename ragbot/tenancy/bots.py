@@ -47,6 +47,10 @@ class InvalidBotSettingError(ValueError):
     """A setting a bot cannot have (an origin that is none, a model the deployment does not allow...)."""
 
 
+#: Rates and budgets fit a 32-bit integer column on every database.
+MAX_RATE = 2_147_483_647
+
+
 class BotChanges(BaseModel):
     """Settings a caller may set on a bot; a field left out keeps its value, ``null`` restores the
     deployment's default where there is one. Unknown fields are refused, not ignored."""
@@ -79,9 +83,9 @@ class BotChanges(BaseModel):
     allowed_origins: list[str] | None = Field(
         default=None, description="Sites the widget may run on, e.g. https://www.example.com; empty: none."
     )
-    rate_visitor_per_minute: int | None = Field(default=None, ge=0, description="0: unlimited.")
-    rate_ip_per_minute: int | None = Field(default=None, ge=0, description="0: unlimited.")
-    daily_message_budget: int | None = Field(default=None, ge=0, description="0: unlimited.")
+    rate_visitor_per_minute: int | None = Field(default=None, ge=0, le=MAX_RATE, description="0: unlimited.")
+    rate_ip_per_minute: int | None = Field(default=None, ge=0, le=MAX_RATE, description="0: unlimited.")
+    daily_message_budget: int | None = Field(default=None, ge=0, le=MAX_RATE, description="0: unlimited.")
     handoff_enabled: bool | None = Field(default=None, description="Visitors can reach a person.")
     handoff_after_ungrounded: int | None = Field(
         default=None, ge=0, le=20, description="Hand over after N answers in a row the bot could not ground."

@@ -155,7 +155,8 @@ def test_folder_of_every_format_with_failures_citations_and_resync(tmp_path: Pat
     resync = service.ingest("acme", connector_for(str(folder), settings))
     assert (resync.added, resync.updated, resync.removed, resync.unchanged) == (0, 1, 1, 5)
     assert resync.failed == 4  # still broken, still reported, nothing lost
-    assert sparse.texts == ["The museum cafe now closes at six sharp."]
+    # only the changed file is encoded again, with its title ("faq", from the file name) as context
+    assert sparse.texts == ["faq\nThe museum cafe now closes at six sharp."]
     with stack.sessions() as session:
         uris = {
             Path(u).name for u in session.scalars(select(DocumentRow.uri).where(DocumentRow.bot_id == "acme"))

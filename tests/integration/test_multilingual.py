@@ -68,7 +68,7 @@ PAGES = {
 }
 
 QUESTIONS = [
-    ("Wie lange habe ich Zeit, meine Bestellung zurückzuschicken?", "de/rueckgabe"),
+    ("Wie lange kann ich meine Bestellung kostenlos zurückschicken?", "de/rueckgabe"),
     ("Wann wird meine Bestellung zugestellt und wie lange dauert die Lieferung?", "de/lieferung"),
     ("Wie lange gilt die Garantie auf defekte Geräte?", "de/garantie"),
     ("Ich habe mein Passwort vergessen, was kann ich tun?", "de/konto"),
