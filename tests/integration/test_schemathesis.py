@@ -36,8 +36,7 @@ KNOWN_SPEC_GAPS: dict[tuple[str, str], tuple[Any, str]] = {
         "the 200 text/event-stream response declares {'type': 'string'}; each event is {event, data}",
     ),
 }
-KNOWN_SERVER_ERRORS: dict[tuple[str, str], str] = {
-}
+KNOWN_SERVER_ERRORS: dict[tuple[str, str], str] = {}
 #: Examples per operation: enough to reach every branch of a parameter's schema once or twice.
 EXAMPLES = 8
 COSTLY_EXAMPLES = 3
