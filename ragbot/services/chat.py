@@ -48,6 +48,7 @@ from ragbot.handoff.states import Action, Reason
 from ragbot.handoff.tool import HANDOFF_TOOL, handoff_reason
 from ragbot.index.base import VectorIndex
 from ragbot.leads.form import ask_after_messages
+from ragbot.observability import metrics
 from ragbot.privacy.redaction import redact
 from ragbot.retrieval.retriever import Retriever
 from ragbot.retrieval.scope import hit_signals
@@ -489,7 +490,8 @@ class ChatService:
             # Retrieval can still run on the raw question; the answer call below reports the outage.
             log.warning("condensation failed, retrieving with the raw question: %s", exc)
 
-        hits = self._retriever.retrieve(bot_id, standalone, settings.top_k)
+        with metrics.time_retrieval():
+            hits = self._retriever.retrieve(bot_id, standalone, settings.top_k)
         if not self._in_scope(profile, hits):
             yield from self._refuse(progress, profile, conv_id, question, standalone, hits, started)
             return

@@ -169,6 +169,8 @@ def test_chat_turns_are_counted_by_outcome_with_the_time_to_first_token(stack: S
     ttft = "ragbot_chat_time_to_first_token_seconds"
     assert value(after, f"{ttft}_count") - value(before, f"{ttft}_count") == 1
     assert value(after, f"{ttft}_sum") > value(before, f"{ttft}_sum")
+    retrieval = "ragbot_retrieval_duration_seconds_count"  # both turns retrieved once each
+    assert value(after, retrieval) - value(before, retrieval) == 2
 
 
 class Collect(logging.Handler):
