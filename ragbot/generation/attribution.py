@@ -20,7 +20,7 @@ __all__ = ["attribute_sources", "content_words"]
 _WORD = re.compile(r"[^\W_]+(?:[-_.][^\W_]+)*", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # Function words carry no evidence of where a sentence came from.
-_STOPWORDS = frozenset(
+FUNCTION_WORDS = frozenset(
     " ".join(
         (
             "a about above after again all also am an and any are as at be because been before being below",
@@ -37,7 +37,9 @@ _STOPWORDS = frozenset(
 
 def content_words(text: str) -> set[str]:
     return {
-        w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if len(w) > 2 and w not in _STOPWORDS
+        w
+        for w in (m.group(0).lower() for m in _WORD.finditer(text))
+        if len(w) > 2 and w not in FUNCTION_WORDS
     }
 
 

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragbot.generation.attribution import FUNCTION_WORDS
+
 __all__ = [
     "AnswerGate",
     "AnswerTrimmer",
@@ -70,16 +72,11 @@ _EXACT = re.compile(
 # Markdown emphasis and code ticks around a name must not hide it from the exact check.
 _EMPHASIS = re.compile(r"\*+|`+|~~")
 _EMPHASISED = re.compile(r"\*\*([^*\n]{2,60})\*\*|`([^`\n]{2,60})`")
-_STOPWORDS = frozenset(
+#: Attribution's function words, plus words every answer uses without claiming anything.
+_STOPWORDS = FUNCTION_WORDS | frozenset(
     " ".join(
         (
-            "a about above after again all also am an and any are as at be because been before being below",
-            "between both but by can could did do does doing down during each few for from further had has",
-            "have having he her here hers him his how i if in into is it its itself just me more most my no",
-            "nor not now of off on once only or other our ours out over own same she should so some such",
-            "than that the their them then there these they this those through to too under until up very",
-            "was we were what when where which while who whom why will with would you your yours one two",
-            "use used using uses yes sure please thank thanks may might must shall let lets get gets",
+            "yes sure please thank thanks may might must shall let lets get gets",
             "example following based according source sources provided answer question information",
         )
     ).split()
