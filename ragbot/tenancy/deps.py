@@ -100,6 +100,22 @@ def admin_bot_id(admin: AdminPrincipal, bot_id: str | None, runtime: Runtime) ->
     return bot_id
 
 
+def caller_bot(caller: Caller, bot_id: str | None, runtime: Runtime, *, doing: str) -> BotProfile:
+    """The bot a chat or search call is for: an admin key names it (within its scope); a visitor's session
+    names it, and a visitor naming another bot is refused, not redirected. ``doing`` ("chat with",
+    "search") words the refusal."""
+    if isinstance(caller, AdminPrincipal):
+        bot_id = admin_bot_id(caller, bot_id, runtime)
+    else:
+        if bot_id and bot_id != caller.bot_id:
+            raise ApiError(403, "forbidden", f"a visitor session can only {doing} its own bot")
+        bot_id = caller.bot_id
+    profile = runtime.bots.profile(bot_id)
+    if profile is None:
+        raise ApiError(404, "bot_not_found", f"no bot with id {bot_id!r}")
+    return profile
+
+
 def owned_bot(
     admin: AdminPrincipal, model: type[Conversation] | type[Message], row_id: str, runtime: Runtime
 ) -> str | None:

@@ -16,7 +16,7 @@ from ragbot.api.schemas import ChatRequest, ChatResponse, ErrorOut
 from ragbot.runtime import Runtime
 from ragbot.services.chat import TurnFailedError, internal_failure_events
 from ragbot.tenancy.bots import BotProfile
-from ragbot.tenancy.deps import CallerDep, admin_bot_id, server_origin
+from ragbot.tenancy.deps import CallerDep, caller_bot, server_origin
 from ragbot.tenancy.principals import AdminPrincipal, Caller
 from ragbot.tenancy.quotas import chat_limits, refusal_message
 from ragbot.types import ChatEvent, EventType
@@ -76,21 +76,6 @@ async def _sse_body(first: ChatEvent, events: Generator[ChatEvent, None, None]) 
             await run_in_threadpool(events.close)
 
 
-def _chat_bot(caller: Caller, body: ChatRequest, runtime: Runtime) -> BotProfile:
-    """The bot this message is for: a visitor's session names it; an admin key names it in the body
-    (within its scope). A visitor naming another bot is refused, not redirected."""
-    if isinstance(caller, AdminPrincipal):
-        bot_id = admin_bot_id(caller, body.bot_id, runtime)
-    else:
-        if body.bot_id and body.bot_id != caller.bot_id:
-            raise ApiError(403, "forbidden", "a visitor session can only chat with its own bot")
-        bot_id = caller.bot_id
-    profile = runtime.bots.profile(bot_id)
-    if profile is None:
-        raise ApiError(404, "bot_not_found", f"no bot with id {bot_id!r}")
-    return profile
-
-
 def _same_origin(request: Request) -> bool:
     """A page ragbot served itself (the demo page): the only visitor traffic that may call itself a test."""
     origin = request.headers.get("origin")
@@ -144,7 +129,7 @@ def chat(
         raise ApiError(
             422, "message_too_long", f"message has {len(message)} characters; the limit is {limit}"
         )
-    profile = _chat_bot(caller, body, runtime)
+    profile = caller_bot(caller, body.bot_id, runtime, doing="chat with")
     _check_quota(request, caller, profile, runtime)
     visitor_id = None if isinstance(caller, AdminPrincipal) else caller.visitor_id
     is_test = body.test and (isinstance(caller, AdminPrincipal) or _same_origin(request))

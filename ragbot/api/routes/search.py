@@ -15,8 +15,8 @@ from ragbot.api.schemas import BOT_ID_RULES, MatchedTermOut, error_responses
 from ragbot.runtime import Runtime
 from ragbot.services.search import MAX_TOP_K, Passage, search_limits, search_service
 from ragbot.tenancy.bots import BotProfile
-from ragbot.tenancy.deps import CallerDep, admin_bot_id
-from ragbot.tenancy.principals import AdminPrincipal, Caller
+from ragbot.tenancy.deps import CallerDep, caller_bot
+from ragbot.tenancy.principals import Caller
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -82,21 +82,6 @@ class SearchResponse(BaseModel):
     results: list[SearchResultOut]
 
 
-def _search_bot(caller: Caller, bot_id: str | None, runtime: Runtime) -> BotProfile:
-    """The chat's rule: an admin key names a bot within its scope; a visitor searches its own bot, and a
-    visitor naming another bot is refused, not redirected."""
-    if isinstance(caller, AdminPrincipal):
-        bot_id = admin_bot_id(caller, bot_id, runtime)
-    else:
-        if bot_id and bot_id != caller.bot_id:
-            raise ApiError(403, "forbidden", "a visitor session can only search its own bot")
-        bot_id = caller.bot_id
-    profile = runtime.bots.profile(bot_id)
-    if profile is None:
-        raise ApiError(404, "bot_not_found", f"no bot with id {bot_id!r}")
-    return profile
-
-
 def _check_quota(request: Request, caller: Caller, profile: BotProfile, runtime: Runtime) -> None:
     client_ip = request.client.host if request.client else None
     decision = runtime.rate_limiter.hit(search_limits(profile, caller, client_ip))
@@ -151,7 +136,7 @@ def search(body: SearchRequest, request: Request, caller: CallerDep, runtime: Ru
         raise ApiError(422, "empty_query", "query must not be empty")
     if len(query) > limit:
         raise ApiError(422, "query_too_long", f"query has {len(query)} characters; the limit is {limit}")
-    profile = _search_bot(caller, body.bot_id, runtime)
+    profile = caller_bot(caller, body.bot_id, runtime, doing="search")
     _check_quota(request, caller, profile, runtime)
     top_k = body.top_k or runtime.settings.top_k
     passages = search_service(runtime).search(profile.id, query, min(top_k, MAX_TOP_K))
