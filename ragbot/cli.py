@@ -20,8 +20,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Grounded cha
 
 def _register_admin_commands() -> None:
     from ragbot.cli_admin import bots_app, keys_app, purge_command, visitors_app
+    from ragbot.cli_backup import backup_command, migrate_command, restore_command
     from ragbot.cli_leads import leads_app
     from ragbot.cli_report import report_command
+    from ragbot.cli_sources import sources_app
 
     app.add_typer(bots_app, name="bots")
     app.add_typer(keys_app, name="keys")
@@ -29,6 +31,10 @@ def _register_admin_commands() -> None:
     app.command("purge")(purge_command)
     app.add_typer(leads_app, name="leads")
     app.command("report")(report_command)
+    app.add_typer(sources_app, name="sources")
+    app.command("backup")(backup_command)
+    app.command("restore")(restore_command)
+    app.command("migrate")(migrate_command)
 
 
 def _print_json(data: Any) -> None:
@@ -402,30 +408,45 @@ def serve(
         workers=workers,
         log_config=None,  # serve_app sets up logging (JSON by default) in each process
         access_log=False,  # ragbot.access logs each request with its route, duration and request id
+        # streams still open after the grace period end with an error event (ragbot.api.shutdown):
+        # a few more seconds for those last events to go out before uvicorn cancels what is left
+        timeout_graceful_shutdown=int(get_settings().shutdown_grace_s) + 10,
     )
 
 
 @app.command()
 def worker() -> None:
-    """Deliver webhooks from the outbox and run the handoff timers until stopped (Ctrl-C or SIGTERM).
-    Any number may run beside the API processes (which do the same): they share the work through the
-    database."""
+    """Run the background work until stopped (Ctrl-C or SIGTERM): queued ingest jobs and due scheduled
+    re-syncs, webhook deliveries, handoff timers. Any number may run beside the API processes: they share
+    the work through the database. A worker killed mid-job loses nothing (its job resumes elsewhere once
+    its lease runs out); on SIGTERM it hands its job back and lets webhook sends in flight finish.
+    With embedded Qdrant Edge only one process can ingest: stop `ragbot serve` or give it a Qdrant server."""
     import signal
     import threading
 
+    from ragbot.index.lock import ShardInUseError
+    from ragbot.observability.logging import configure_logging
     from ragbot.runtime import Runtime
 
-    runtime = Runtime(get_settings())
+    settings = get_settings()
+    configure_logging("text" if settings.log_format == "text" else "json", settings.log_level)
+    runtime = Runtime(settings)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    runtime.background.start()
-    typer.echo("delivering webhooks and running handoff timers (Ctrl-C to stop)", err=True)
+    try:
+        if not runtime.settings.qdrant_url:
+            _ = runtime.index  # take the embedded shard now: a clear error at start, not at the first job
+    except ShardInUseError as exc:
+        runtime.close()
+        _fail(str(exc), 2)
+    runtime.background.start(jobs=True)
+    typer.echo("running ingest jobs, re-syncs, webhooks and handoff timers (Ctrl-C to stop)", err=True)
     try:
         stopping.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        runtime.close()  # lets the sends in flight finish
+        runtime.close()  # hands the job in hand back; lets the webhook sends in flight finish
 
 
 _register_admin_commands()

@@ -255,6 +255,30 @@ class Settings(BaseSettings):
     )
     webhook_backoff_s: float = Field(default=2.0, gt=0, description="First retry delay; doubles each time.")
     webhook_timeout_s: float = Field(default=10.0, gt=0)
+
+    # --- background jobs (ragbot.jobs) ------------------------------------------------
+    api_runs_jobs: bool = Field(
+        default=True,
+        description=(
+            "`ragbot serve` runs queued ingest jobs and due re-syncs itself (needed with embedded Qdrant "
+            "Edge, which belongs to one process); false: leave them to `ragbot worker` processes."
+        ),
+    )
+    job_lease_s: float = Field(
+        default=60.0,
+        ge=1,
+        description="A running job's lease, renewed while it runs; a killed worker's job resumes after it.",
+    )
+    job_max_attempts: int = Field(
+        default=3, ge=1, description="Runs of a job (crashed workers, errors) before it is marked failed."
+    )
+    job_retry_backoff_s: float = Field(
+        default=10.0, ge=0, description="Wait before retrying a job that raised (times the attempt)."
+    )
+    job_poll_s: float = Field(default=1.0, gt=0, description="How often an idle worker looks for jobs.")
+    schedule_check_s: float = Field(
+        default=15.0, gt=0, description="How often a worker looks for sources whose re-sync is due."
+    )
     demo_page: bool = Field(
         default=True, description="Serve /demo, a page embedding the default bot's widget."
     )
@@ -265,6 +289,15 @@ class Settings(BaseSettings):
         description="auto: JSON lines for the API server (`ragbot serve`), plain text for other commands.",
     )
     log_level: str = Field(default="INFO", description="Root log level of the API server (`ragbot serve`).")
+    shutdown_grace_s: float = Field(
+        default=20.0,
+        ge=0,
+        description=(
+            "On SIGTERM, answers still streaming get this long to finish; then each ends with a "
+            "server_shutting_down error event, its text so far stored as a partial answer. Keep it below "
+            "the orchestrator's kill timeout (Kubernetes: 30 s)."
+        ),
+    )
     metrics_token: str | None = Field(
         default=None,
         description="Bearer token for GET /metrics (Prometheus scrapers); an unscoped admin key works too.",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ragbot.generation.prompts import PromptLibrary
     from ragbot.handoff.service import HandoffService
     from ragbot.index.base import VectorIndex
+    from ragbot.jobs.schedules import SourceSchedules
     from ragbot.leads.service import LeadService
     from ragbot.realtime.bus import EventBus
     from ragbot.retrieval.calibration import FusionCalibration
@@ -220,7 +221,13 @@ class Runtime:
         from ragbot.privacy.retention import purge_expired
         from ragbot.services.background import Background
 
-        return Background(self.webhook_worker, self.handoff, lambda: purge_expired(self.session_factory))
+        return Background(
+            self.webhook_worker,
+            self.handoff,
+            lambda: purge_expired(self.session_factory),
+            jobs=lambda: self.jobs,
+            run_jobs=self.settings.api_runs_jobs,
+        )
 
     def delete_bot(self, bot_id: str, *, actor: str) -> dict[str, int]:
         """Delete a bot everywhere: its vectors, its rows, and what this process learned about it."""
@@ -293,7 +300,19 @@ class Runtime:
     def jobs(self) -> IngestJobs:
         from ragbot.services.jobs import IngestJobs
 
-        return IngestJobs(self.ingest_service, self.session_factory)
+        return IngestJobs(
+            lambda: self.ingest_service,
+            self.session_factory,
+            self.settings,
+            schedules=self.schedules,
+            run_locally=self.settings.api_runs_jobs,
+        )
+
+    @cached_property
+    def schedules(self) -> SourceSchedules:
+        from ragbot.jobs.schedules import SourceSchedules
+
+        return SourceSchedules(self.session_factory)
 
     def close(self) -> None:
         """Store what retrieval learned, release the shard and connections; safe to call when nothing

@@ -33,6 +33,7 @@ from ragbot.api.routes import (
     sources,
     webhooks,
 )
+from ragbot.api.shutdown import drain_on_signals
 from ragbot.config import Settings, get_settings
 from ragbot.handoff.inbox import routes as inbox_routes
 from ragbot.observability.middleware import ObservabilityMiddleware
@@ -55,16 +56,17 @@ def create_app(
         quiet_third_party()
         rt = runtime or Runtime(settings or get_settings())
         app.state.runtime = rt
+        restore_signals = drain_on_signals(rt)  # SIGTERM: streams in flight get a grace period
         if warmup:
             _ = rt.engine, rt.index, rt.retriever
             warm_up = getattr(rt.llm, "warm_up", None)
             if callable(warm_up):
                 warm_up()
-            rt.jobs.recover_interrupted()
-            rt.background.start()  # webhook deliveries and handoff timers; `ragbot worker` runs more
+            rt.background.start()  # jobs, webhook deliveries, handoff timers; `ragbot worker` runs more
         try:
             yield
         finally:
+            restore_signals()
             if warmup:
                 rt.background.stop()
             if runtime is None:

@@ -134,6 +134,7 @@ class JobOut(BaseModel):
     error: str | None = None
     created_at: datetime
     updated_at: datetime
+    attempts: int = Field(default=0, description="Runs started so far (a crashed worker's job runs again).")
 
 
 class ErrorBody(BaseModel):

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -304,6 +305,8 @@ class Source(Base):
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_synced_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    every_s: Mapped[int | None] = mapped_column(Integer, nullable=True)  # re-sync schedule, None: off
+    next_sync_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class DocumentRow(Base):
@@ -326,9 +329,15 @@ class DocumentRow(Base):
 
 
 class IngestJob(Base):
-    """A background ingest started through the API; polled for progress."""
+    """A background ingest (from the API or a source's schedule), queued until a worker runs it; polled
+    for progress."""
 
     __tablename__ = "ingest_jobs"
+    __table_args__ = (
+        Index("ix_ingest_jobs_due", "status", "run_after"),
+        # One job per source and schedule slot, however many workers notice the slot is due.
+        UniqueConstraint("source_id", "scheduled_for", name="uq_ingest_jobs_source_slot"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
@@ -339,6 +348,30 @@ class IngestJob(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The durable queue (ragbot.db.jobs): what to run, when, and which worker holds it until when.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    lease_token: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    source_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    scheduled_for: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class JobFile(Base):
+    """A file uploaded with an ingest job, kept in the database until the job ends so that whichever
+    worker runs (or re-runs) the job can read it."""
+
+    __tablename__ = "job_files"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("ingest_jobs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class FusionCalibrationRow(Base):

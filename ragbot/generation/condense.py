@@ -129,5 +129,7 @@ def condense_question(
         log.debug("condensed %r -> %r", question, rewrite)
         return rewrite
     fallback = fallback_query(history, question)
-    log.info("condensation output %r rejected; retrieving with %r", raw[:200], fallback)
+    # Both texts carry what the visitor typed: their words stay out of logs below DEBUG.
+    log.info("condensation output rejected; retrieving with the follow-up after the previous question")
+    log.debug("condensation output %r rejected; retrieving with %r", raw[:200], fallback)
     return fallback

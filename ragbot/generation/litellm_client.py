@@ -26,6 +26,7 @@ environment variables (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...), as LiteL
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragbot.config import Settings
 from ragbot.generation.base import ChatMessage, LLMError, LLMStreamInterruptedError, LLMTimeoutError
+from ragbot.observability import metrics
 
 if TYPE_CHECKING:
     from ragbot.generation.local_provider import RagbotLocalLLM
@@ -57,6 +59,9 @@ def import_litellm() -> Any:
     litellm.suppress_debug_info = True
     litellm.disable_hf_tokenizer_download = True  # token counting must never reach a model hub
     litellm.drop_params = True  # a provider that lacks e.g. ``temperature`` ignores it instead of failing
+    # No LiteLLM callbacks are used: without this, every streamed chunk is handed to a thread pool that
+    # starts an event loop of its own to run them (a third of the client's CPU time under load).
+    litellm.disable_streaming_logging = True
     return litellm
 
 
@@ -99,6 +104,19 @@ def deployments_from_settings(settings: Settings) -> list[Deployment]:
     return chain
 
 
+class _PerThread(threading.local):
+    """What one stream reported, kept per thread: a turn reads it on the thread that streamed."""
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.tool_calls: list[dict[str, str]] = []
+
+
+def _speaks_openai(deployment: Deployment) -> bool:
+    return deployment.model.startswith("openai/")
+
+
 class _AttemptTimeoutError(Exception):
     """A deadline enforced by this module (as opposed to one raised by the HTTP client)."""
 
@@ -134,9 +152,11 @@ class _StreamPump:
         tool_calls: dict[int, dict[str, str]] = {}
         try:
             stream = self._start()
+            finished = False
             for chunk in stream:
                 if self._cancel.is_set():
                     return
+                finished = finished or _has_finish_reason(chunk)
                 text = _delta_text(chunk)
                 if text:
                     self._queue.put(("text", text))
@@ -144,7 +164,7 @@ class _StreamPump:
                 if usage is not None:
                     self._queue.put(("usage", usage))
                 _collect_tool_calls(chunk, tool_calls)
-            if _ended_without_finish_reason(stream):
+            if _ended_without_finish_reason(stream, finished):
                 raise _TruncatedStreamError(
                     "the stream ended without a finish reason (connection closed early)"
                 )
@@ -200,14 +220,22 @@ def _usage(chunk: Any) -> tuple[int, int] | None:
     return None
 
 
-def _ended_without_finish_reason(stream: Any) -> bool:
-    """LiteLLM appends a synthetic ``stop`` chunk to every stream; its wrapper remembers what was real.
+def _has_finish_reason(chunk: Any) -> bool:
+    choices = getattr(chunk, "choices", None)
+    if not choices:
+        return False
+    return bool(getattr(choices[0], "finish_reason", None))
+
+
+def _ended_without_finish_reason(stream: Any, finished: bool) -> bool:
+    """Whether the provider never said the answer was finished (``finished``: a chunk said so).
 
     An OpenAI-style stream closed by a proxy or a crashed worker after some chunks (a clean EOF, no
-    ``[DONE]``) would otherwise pass for a complete answer.
+    ``[DONE]``) would otherwise pass for a complete answer. LiteLLM appends a synthetic ``stop`` chunk to
+    every stream, so for its streams the wrapper's own record of what was real is read instead.
     """
     if not hasattr(stream, "received_finish_reason"):
-        return False
+        return not finished
     return (
         stream.received_finish_reason is None and getattr(stream, "intermittent_finish_reason", None) is None
     )
@@ -223,7 +251,11 @@ def _close_quietly(stream: Any) -> None:
                 log.debug("closing an LLM stream failed", exc_info=True)
 
 
+#: The HTTP client's own read timeout trails the first-token deadline enforced here by this much, so the
+#: deadline (with its clear message) fires first; the client's frees the thread reading a stalled server.
+_READ_TIMEOUT_MARGIN_S = 1.0
 _TRANSIENT_STATUS = {408, 409, 425, 429}
+_TIMEOUT_STATUS = {408, 504}
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -231,6 +263,8 @@ def _is_timeout(exc: BaseException) -> bool:
     import openai
 
     litellm = import_litellm()
+    if getattr(exc, "status_code", None) in _TIMEOUT_STATUS:  # a gateway or the server gave up waiting
+        return True
     return isinstance(
         exc,
         _AttemptTimeoutError | litellm.exceptions.Timeout | openai.APITimeoutError | httpx.TimeoutException,
@@ -288,10 +322,18 @@ def _retry_after_s(exc: BaseException) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+#: Provider replies to these may quote the request (the prompt, so the visitor's words): their text is
+#: left out of error messages and logs (DEBUG logs it).
+_QUOTING_STATUS = {400, 413, 422}
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, _AttemptTimeoutError | _TruncatedStreamError):
         return str(exc)
     status = getattr(exc, "status_code", None)
+    if status in _QUOTING_STATUS:
+        log.debug("the provider's reply to a refused request: %s", exc)
+        return f"{type(exc).__name__} {status}: the provider refused the request (reply not logged)"
     text = " ".join(str(exc).split()) or type(exc).__name__
     if len(text) > 200:
         text = text[:197] + "..."
@@ -299,7 +341,9 @@ def _describe(exc: BaseException) -> str:
 
 
 class LiteLLMChat:
-    """The one ``ChatLLM`` implementation: every call goes through ``litellm.completion(stream=True)``."""
+    """The one ``ChatLLM`` implementation: every call goes through ``litellm.completion(stream=True)``,
+    except ``openai/`` deployments, whose stream is read from the ``openai`` SDK directly (the client
+    LiteLLM would use, without its per-chunk overhead: ``_openai_start``)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -310,11 +354,25 @@ class LiteLLMChat:
             from ragbot.generation.local_provider import register_local_provider
 
             self._local = register_local_provider(settings.model_cache_dir)
-        self.last_model: str | None = None  # the deployment that produced the last successful stream
-        #: ``{"prompt_tokens", "completion_tokens", "cost_usd"}`` of the last stream, where reported.
-        self.last_usage: dict[str, Any] | None = None
-        #: ``[{"name", "arguments"}]``: the tools the model called in the last stream.
-        self.last_tool_calls: list[dict[str, str]] = []
+        # One client serves every turn in flight, each on its own thread (``_PerThread``).
+        self._calls = _PerThread()
+        self._openai_clients: dict[tuple[str | None, str | None], Any] = {}
+
+    @property
+    def last_model(self) -> str | None:
+        """The deployment that produced this thread's last successful stream."""
+        return self._calls.model
+
+    @property
+    def last_usage(self) -> dict[str, Any] | None:
+        """``{"prompt_tokens", "completion_tokens", "cost_usd"}`` of this thread's last stream, where
+        reported."""
+        return self._calls.usage
+
+    @property
+    def last_tool_calls(self) -> list[dict[str, str]]:
+        """``[{"name", "arguments"}]``: the tools the model called in this thread's last stream."""
+        return self._calls.tool_calls
 
     @property
     def model_name(self) -> str:
@@ -371,9 +429,11 @@ class LiteLLMChat:
         self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
     ) -> Iterator[str]:
         settings = self._settings
-        self.last_usage = None
-        self.last_tool_calls = []
-        deadline = time.monotonic() + settings.llm_total_timeout_s
+        calls = self._calls
+        calls.usage, calls.tool_calls = None, []
+        started = time.monotonic()
+        first_token_s: float | None = None
+        deadline = started + settings.llm_total_timeout_s
         payload = [{"role": m["role"], "content": m["content"]} for m in messages]
         failures: list[tuple[Deployment, int, BaseException]] = []
         for index, deployment in enumerate(self._chain):
@@ -403,10 +463,19 @@ class LiteLLMChat:
                 partial: list[str] = []
                 try:
                     for text in self._attempt(deployment, payload, deadline, tools):
+                        if not partial:
+                            first_token_s = time.monotonic() - started
                         partial.append(text)
                         yield text
+                except GeneratorExit:  # the caller stopped reading (enough text, or the visitor left)
+                    if partial:
+                        metrics.llm_call(time.monotonic() - started, "ok", first_token_s=first_token_s)
+                    raise
                 except Exception as exc:
                     if partial:
+                        metrics.llm_call(
+                            time.monotonic() - started, "interrupted", first_token_s=first_token_s
+                        )
                         raise LLMStreamInterruptedError(
                             f"the answer from {deployment.model} broke off after {sum(map(len, partial))} "
                             f"characters: {_describe(exc)}",
@@ -417,10 +486,12 @@ class LiteLLMChat:
                     if isinstance(exc, _TotalDeadlineError) or not _is_transient(exc):
                         break
                     continue
-                self.last_model = deployment.model
+                calls.model = deployment.model
+                metrics.llm_call(time.monotonic() - started, "ok", first_token_s=first_token_s)
                 return
             if time.monotonic() >= deadline:
                 break
+        metrics.llm_call(time.monotonic() - started, "error")
         raise self._give_up(failures, deadline)
 
     def _attempt(
@@ -443,7 +514,7 @@ class LiteLLMChat:
             "max_tokens": settings.llm_max_tokens,
             "timeout": httpx.Timeout(
                 connect=settings.llm_connect_timeout_s,
-                read=gap,
+                read=gap + _READ_TIMEOUT_MARGIN_S,  # a backstop: the deadline above fires first
                 write=settings.llm_connect_timeout_s,
                 pool=settings.llm_connect_timeout_s,
             ),
@@ -458,7 +529,10 @@ class LiteLLMChat:
             kwargs["api_base"] = deployment.api_base
         if deployment.api_key:
             kwargs["api_key"] = deployment.api_key
-        pump = _StreamPump(lambda: litellm.completion(**kwargs), name=f"llm:{deployment.model}")
+        start: Callable[[], Iterable[Any]] = lambda: litellm.completion(**kwargs)  # noqa: E731
+        if _speaks_openai(deployment):
+            start = self._openai_start(deployment, kwargs)
+        pump = _StreamPump(start, name=f"llm:{deployment.model}")
         received = False
         try:
             while True:
@@ -478,15 +552,38 @@ class LiteLLMChat:
                     received = True
                     yield value
                 elif kind == "usage":
-                    self.last_usage = self._priced(deployment, *value)
+                    self._calls.usage = self._priced(deployment, *value)
                 elif kind == "tools":
-                    self.last_tool_calls = list(value)
+                    self._calls.tool_calls = list(value)
                 elif kind == "end":
                     return
                 else:
                     raise value
         finally:
             pump.cancel()
+
+    def _openai_start(self, deployment: Deployment, kwargs: dict[str, Any]) -> Callable[[], Iterable[Any]]:
+        """The same request through the ``openai`` SDK (which LiteLLM itself uses for these models).
+
+        LiteLLM's streaming wrapper costs about 50 ms of CPU a call on top of the SDK (it rebuilds each
+        chunk, then the whole response twice, and prices it): under load that was most of the client's
+        time. For ``openai/`` deployments (OpenAI and the OpenAI-compatible servers: vLLM, llama.cpp,
+        LM Studio, Ollama's /v1) the SDK's stream is read directly, with one HTTP client per server.
+        """
+        key = (deployment.api_base, deployment.api_key)
+        client = self._openai_clients.get(key)
+        if client is None:
+            import openai
+
+            # no key: OpenAI's own variable, as LiteLLM reads it; a local server may want none at all
+            api_key = deployment.api_key or os.environ.get("OPENAI_API_KEY") or "none"
+            client = openai.OpenAI(base_url=deployment.api_base, api_key=api_key, max_retries=0)
+            client = self._openai_clients.setdefault(key, client)
+        request = {
+            k: v for k, v in kwargs.items() if k not in ("api_base", "api_key", "num_retries", "max_retries")
+        }
+        request["model"] = deployment.model.split("/", 1)[1]
+        return lambda: client.chat.completions.create(**request)
 
     def _priced(self, deployment: Deployment, prompt: int, completion: int) -> dict[str, Any]:
         """Reported token counts and, where LiteLLM's bundled price list knows the model, the cost."""

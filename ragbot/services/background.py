@@ -1,6 +1,7 @@
-"""What runs beside the API in every process: the webhook delivery worker, the handoff timers (offering
-the lead form where nobody claimed a conversation in time) and the hourly retention purge. All read their
-work from the database, so any number of processes can run them side by side."""
+"""What runs beside the API in every process, and alone in ``ragbot worker``: the ingest job runner
+(queued crawls and uploads, and due scheduled re-syncs), the webhook delivery worker, the handoff timers
+(offering the lead form where nobody claimed a conversation in time) and the hourly retention purge. All
+read their work from the database, so any number of processes can run them side by side."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ragbot.handoff.service import HandoffService
+    from ragbot.services.jobs import IngestJobs
     from ragbot.webhooks.worker import WebhookWorker
 
 log = logging.getLogger(__name__)
@@ -26,9 +28,16 @@ class Background:
         handoff: HandoffService,
         purge: Callable[[], dict[str, dict[str, int]]] | None = None,
         *,
+        jobs: Callable[[], IngestJobs] | None = None,
+        run_jobs: bool = True,
         sweep_every_s: float = 15.0,
         purge_every_s: float = 3600.0,
     ) -> None:
+        """``jobs`` builds the job runner when it is first started; ``run_jobs`` is ``start()``'s default
+        (``api_runs_jobs`` for ``ragbot serve``)."""
+        self._jobs = jobs
+        self._run_jobs = run_jobs
+        self._jobs_started: IngestJobs | None = None
         self._webhooks = webhooks
         self._handoff = handoff
         self._purge = purge
@@ -37,16 +46,24 @@ class Background:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, *, jobs: bool | None = None) -> None:
+        """Start everything; ``jobs`` overrides whether ingest jobs run here (``ragbot worker``: always)."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
+        if self._jobs is not None and (self._run_jobs if jobs is None else jobs):
+            self._jobs_started = self._jobs()
+            self._jobs_started.start()
         self._webhooks.start()
         self._thread = threading.Thread(target=self._timers, name="ragbot-handoff-timers", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop every loop: the job in hand is handed back (or finishes), sends in flight finish."""
         self._stop.set()
+        runner, self._jobs_started = self._jobs_started, None
+        if runner is not None:
+            runner.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None

@@ -7,15 +7,21 @@ transaction at the end of the turn.
 
 Once ``start`` is out, every turn ends with ``done``. A fault ends it with one ``error`` event before
 ``done``, ``{"code", "message", "status", "message_id"}``: ``llm_unavailable`` or ``llm_stream_interrupted``
-from the language model, ``internal_error`` from anything else (the index, the database), whose cause is
-logged and never sent. The bot's message is then stored as failed, with what was streamed so far. A turn
-closed early (the client went away) stores what was generated so far as ``partial``.
+from the language model, ``server_shutting_down`` when the server stops mid-answer (``drain``),
+``internal_error`` from anything else (the index, the database), whose cause is logged and never sent.
+The bot's message is then stored, with what was streamed so far, as failed (partial when the LLM's
+stream broke off or the server stopped after some text). A turn closed early (the client went away)
+stores what was generated so far as ``partial``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
 import time
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +91,10 @@ class TurnFailedError(AnswerFailedError):
     code = "internal_error"
 
 
+class ServerShuttingDownError(RuntimeError):
+    """The server is stopping and its grace period for streams in flight is over (``drain``)."""
+
+
 #: ``code`` of the ``error`` event for each way a turn can fail.
 LLM_UNAVAILABLE = AnswerFailedError.code
 LLM_STREAM_INTERRUPTED = "llm_stream_interrupted"
@@ -98,6 +108,13 @@ FORWARDED = "forwarded"
 MODE_CHECK_S = 0.5
 #: ``status`` of an answer a handoff overtook while it was generated: it was streamed, never stored.
 SUPERSEDED = "superseded"
+#: ``code`` of the ``error`` event of an answer cut short because the server is stopping.
+SERVER_SHUTTING_DOWN = "server_shutting_down"
+SHUTTING_DOWN_MESSAGE = (
+    "the server restarted before the answer was complete; your message is saved and you can ask again"
+)
+#: Source sentences whose vectors grounding keeps between turns (about 1.5 KB each).
+EMBED_CACHE_TEXTS = 4096
 #: ``answer_kind``: the model's own sentences, each verified against what it cites; source sentences
 #: quoted because none of the model's could be verified; the bot's decline.
 GENERATED = "generated"
@@ -217,6 +234,7 @@ class _Progress:
     message_id: str | None = None  # the bot's message, once committed
     superseded: bool = False  # a handoff overtook the answer: nothing of it is stored
     first_token_ms: float | None = None  # from the visitor's message to the first answer text
+    llm_wait_s: float = 0.0  # of which waiting for the LLM (condensing, then its first answer token)
     redact: bool = False  # the bot stores what visitors type masked (``Bot.redact_questions``)
 
     def mask(self, text: str) -> str:
@@ -229,6 +247,44 @@ class _Progress:
     def delta(self, text: str) -> ChatEvent:
         self.streamed.append(text)
         return ChatEvent(EventType.DELTA, {"text": text})
+
+    def timings(self) -> dict[str, float | None]:
+        """For the ``done`` event: where the time to first token went (the LLM's share apart)."""
+        first = None if self.first_token_ms is None else round(self.first_token_ms, 1)
+        return {"first_token_ms": first, "llm_wait_ms": round(self.llm_wait_s * 1000, 1)}
+
+
+class EmbeddingCache:
+    """``embed`` with the vectors of texts it saw kept (least recently used out past ``size``).
+
+    Grounding embeds the sentences of the passages it checks an answer against, and the same popular
+    passages come back turn after turn: under load this was the largest cost of a turn after retrieval.
+    Only texts not seen yet are encoded, in one batch. Vectors are kept as float32 arrays.
+    """
+
+    def __init__(self, embed: Callable[[Sequence[str]], Sequence[Sequence[float]]], size: int) -> None:
+        self._embed = embed
+        self._size = size
+        self._vectors: OrderedDict[str, Sequence[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: Sequence[str]) -> list[Sequence[float]]:
+        found: dict[str, Sequence[float]] = {}
+        with self._lock:
+            for text in texts:
+                vector = self._vectors.get(text)
+                if vector is not None:
+                    self._vectors.move_to_end(text)
+                    found[text] = vector
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            fresh = [array("f", v) for v in self._embed(missing)]
+            found.update(zip(missing, fresh, strict=True))
+            with self._lock:
+                self._vectors.update(zip(missing, fresh, strict=True))
+                while len(self._vectors) > self._size:
+                    self._vectors.popitem(last=False)
+        return [found[t] for t in texts]
 
 
 def _close_stream(stream: Iterator[str]) -> None:
@@ -296,8 +352,23 @@ class ChatService:
         self._dense: DenseEncoder | None = dense_encoder or getattr(retriever, "_dense", None)
         self._index: VectorIndex | None = index or getattr(retriever, "_index", None)
         self._floors: RelevanceFloors | None = None
+        self._drain_at = math.inf  # monotonic time after which answers in flight are cut short
+        dense = self._dense
+        self._embed_cached = (
+            None if dense is None else EmbeddingCache(dense.encode_documents, EMBED_CACHE_TEXTS)
+        )
 
     # ------------------------------------------------------------------ public API
+    def drain(self, deadline: float) -> None:
+        """The server is stopping: answers still streaming at ``deadline`` (``time.monotonic()``) end
+        with a ``server_shutting_down`` error, their text so far stored as a partial answer, and no new
+        LLM call starts after it. Until then, turns in flight finish as usual."""
+        self._drain_at = min(self._drain_at, deadline)
+
+    def _check_draining(self) -> None:
+        if time.monotonic() >= self._drain_at:
+            raise ServerShuttingDownError(SHUTTING_DOWN_MESSAGE)
+
     def ask(
         self,
         bot_id: str,
@@ -482,6 +553,7 @@ class ChatService:
         standalone = question
         llm: ChatLLM | None = None
         error: str | None = None
+        condensing = time.perf_counter()
         try:
             llm = progress.llm = self._llm_factory(profile)
             if history:
@@ -489,6 +561,8 @@ class ChatService:
         except LLMError as exc:
             # Retrieval can still run on the raw question; the answer call below reports the outage.
             log.warning("condensation failed, retrieving with the raw question: %s", exc)
+        if history:
+            progress.llm_wait_s += time.perf_counter() - condensing
 
         with metrics.time_retrieval():
             hits = self._retriever.retrieve(bot_id, standalone, settings.top_k)
@@ -501,6 +575,7 @@ class ChatService:
         parser = CitationStreamParser(len(sources))
         gate: AnswerGate | None = None
         status = MessageStatus.COMPLETE
+        error_code: str | None = None
         tools: list[dict[str, Any]] | None = None
         try:
             if llm is None:
@@ -521,10 +596,17 @@ class ChatService:
                 asked = standalone if history else question
                 gate = AnswerGate(self._verifier(sources, asked), AnswerTrimmer(profile.answer_max_words))
             tools = [HANDOFF_TOOL] if profile.handoff_enabled and _takes_tools(llm) else None
+            self._check_draining()
+            calling = time.perf_counter()
             deltas = _stream_with_tools(llm, prompt.messages, tools) if tools else llm.stream(prompt.messages)
             checked = time.monotonic()
+            waiting = True
             try:
                 for delta in deltas:
+                    if waiting:
+                        progress.llm_wait_s += time.perf_counter() - calling
+                        waiting = False
+                    self._check_draining()
                     visible = parser.feed(delta)
                     if gate is not None and visible:
                         visible = gate.feed(visible)  # only complete, verified sentences pass
@@ -540,6 +622,10 @@ class ChatService:
                             break  # people took over: stop talking (nothing of this is stored)
             finally:
                 _close_stream(deltas)  # a no-op once read to its end
+        except ServerShuttingDownError as exc:
+            status = MessageStatus.PARTIAL if progress.streamed else MessageStatus.FAILED
+            error, error_code = str(exc), SERVER_SHUTTING_DOWN
+            log.warning("answer for conversation %s ended early: the server is shutting down", conv_id)
         except LLMStreamInterruptedError as exc:
             status, error = MessageStatus.PARTIAL, f"the answer stream was interrupted: {exc}"
             log.warning("partial answer stored for conversation %s: %s", conv_id, exc)
@@ -563,8 +649,9 @@ class ChatService:
         kind = GENERATED
         if gate is not None:
             cited = list(gate.cited)
-            for sentence, verdict in gate.dropped:
-                log.info("not shown (unsupported: %s): %r", verdict.reason, sentence[:200])
+            for sentence, verdict in gate.dropped:  # the model's sentence may repeat the visitor's words
+                log.info("an answer sentence was not shown (unsupported: %s)", verdict.reason)
+                log.debug("not shown (unsupported: %s): %r", verdict.reason, sentence[:200])
             if status is MessageStatus.COMPLETE and not answer and tool_reason is None:
                 quoted = self._extractive(question if not history else standalone, sources)
                 if not quoted:
@@ -624,7 +711,7 @@ class ChatService:
                     moved = move(
                         s, conv, Action.REQUEST, reason=Reason.LLM_TOOL, actor="bot", note=tool_reason
                     )
-                else:
+                elif error_code != SERVER_SHUTTING_DOWN:  # a restart says nothing of the bot or the LLM
                     moved = self._after_answer(
                         s, conv, profile, grounded=grounded, failed=status is MessageStatus.FAILED
                     )
@@ -646,7 +733,7 @@ class ChatService:
             yield ChatEvent(EventType.CITATION, c)
         if error is not None and moved is None:
             code = LLM_STREAM_INTERRUPTED if status is MessageStatus.PARTIAL else LLM_UNAVAILABLE
-            yield error_event(code, error, status, message_id)
+            yield error_event(error_code or code, error, status, message_id)
         yield ChatEvent(
             EventType.DONE,
             {
@@ -660,6 +747,7 @@ class ChatService:
                 "standalone_query": standalone,
                 "error": error,
                 "latency_ms": round(latency_ms, 1),
+                "timings": progress.timings(),
                 "owner_mode": owner_mode,
                 "handoff_reason": moved.reason if moved else None,
             },
@@ -709,8 +797,7 @@ class ChatService:
         )
 
     def _embed(self) -> Callable[[Sequence[str]], Sequence[Sequence[float]]] | None:
-        dense = self._dense
-        return None if dense is None else dense.encode_documents
+        return self._embed_cached
 
     def _verifier(self, sources: Sequence[Hit], question: str) -> Verifier:
         passages = [Passage(n=n, text=h.chunk.text, title=h.chunk.title) for n, h in enumerate(sources, 1)]
@@ -825,6 +912,8 @@ class ChatService:
             progress.superseded = True
             yield from _superseded(conv_id, owner_mode)
             return
+        if progress.first_token_ms is None:
+            progress.first_token_ms = (time.perf_counter() - started) * 1000
         yield progress.delta(text)
         yield ChatEvent(
             EventType.DONE,
@@ -839,6 +928,7 @@ class ChatService:
                 "standalone_query": standalone,
                 "handoff_offered": profile.handoff_enabled,
                 "lead_form_offered": lead_form_offered,
+                "timings": progress.timings(),
                 "owner_mode": owner_mode,
                 "handoff_reason": moved.reason if moved else None,
             },

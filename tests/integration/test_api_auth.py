@@ -93,6 +93,7 @@ BODY_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
         "allowed_origins": ["https://evil.example"],
         "welcome_message": "pwned",
     },
+    ("PUT", "/v1/sources/{source_id}/schedule"): {"every": "1h"},
 }
 
 
@@ -134,6 +135,7 @@ class World:
     answer_a: str  # the bot's answer in it
     waiting_a: str  # a visitor's, waiting for a person: in bot A's agent queue
     job_a: str
+    source_a: str  # the folder that job ingested
     webhook_a: str  # a webhook subscription of bot A
     delivery_a: str  # one of its deliveries (the handoff's event)
     docs_a: Path
@@ -251,6 +253,7 @@ def world(stack: Stack) -> Iterator[World]:
         answer_a=chat.json()["message_id"],
         waiting_a=waiting,
         job_a=job.json()["id"],
+        source_a=runtime.schedules.sources(bot_a["id"])[0].id,
         webhook_a=webhook["id"],
         delivery_a=runtime.webhooks.deliveries(webhook["id"])[0]["id"],
         docs_a=docs_a,
@@ -292,6 +295,7 @@ def path_values(world: World) -> dict[str, str]:
         "bot_id": world.a,
         "conversation_id": world.conversation_a,
         "job_id": world.job_a,
+        "source_id": world.source_a,
         "key_id": world.key_a_id,
         "public_key": str(world.bot_a["public_key"]),
         "message_id": world.answer_a,

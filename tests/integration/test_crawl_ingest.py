@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ragbot.chunking import document_id
 from ragbot.config import Settings
-from ragbot.db.models import DocumentRow, IngestJob
+from ragbot.db.models import DocumentRow, Source
 from ragbot.db.session import make_engine, make_session_factory, migrate
 from ragbot.index.edge import EdgeIndex
 from ragbot.services.ingest import IngestService, ProgressEvent, connector_for
@@ -160,29 +160,23 @@ def test_crawl_then_resync_touches_only_what_changed(stack: dict[str, Any]) -> N
 
 
 def test_background_job_reports_progress_and_result(stack: dict[str, Any]) -> None:
-    jobs = IngestJobs(stack["service"], stack["sessions"], progress_interval_s=0.0)
+    jobs = IngestJobs(lambda: stack["service"], stack["sessions"], stack["settings"], progress_interval_s=0.0)
     try:
         with FixtureSite(topics=2, articles_per_topic=6, sections=1) as site:
-            connector = connector_for(site.url("/"), stack["settings"], allow_private=True)
-            started = jobs.submit(BOT, site.url("/"), connector)
-            assert started.status in ("queued", "running")
+            started = jobs.submit(BOT, site.url("/"), options={"allow_private": True})
+            assert started.status == "queued"
             finished = jobs.wait(BOT, started.id, timeout_s=120)
         assert finished is not None
         assert finished.status == "succeeded", finished.error
+        assert finished.attempts == 1
         assert finished.report["added"] == len(site.expected_urls())
         assert finished.report["progress"]["pages_per_s"] > 0
         assert finished.processed == finished.report["added"] + finished.report["failed"]
         assert jobs.get("another-bot", started.id) is None  # jobs are tenant-scoped
         assert [j.id for j in jobs.recent(BOT)] == [started.id]
-
-        # A job cut off by a restart is reported as interrupted, not left running forever.
-        with stack["sessions"]() as session:
-            session.add(IngestJob(bot_id=BOT, target="https://example.invalid/", status="running"))
-            session.commit()
-        assert jobs.recover_interrupted() == 1
-        stale = [j for j in jobs.recent(BOT) if j.id != started.id]
-        assert stale[0].status == "failed"
-        assert "interrupted" in (stale[0].error or "")
+        with stack["sessions"]() as session:  # the crawl options are kept for the source's re-syncs
+            source = session.scalars(select(Source).where(Source.scope == site.url("/"))).one()
+            assert source.options == {"allow_private": True}
     finally:
         jobs.shutdown()
 

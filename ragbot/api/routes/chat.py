@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import logging
-from collections.abc import AsyncIterator, Generator, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Generator
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
@@ -33,47 +35,90 @@ def sse_format(event: ChatEvent) -> str:
     return f"event: {event.type.value}\ndata: {json.dumps(event.data, ensure_ascii=False)}\n\n"
 
 
-def _next_event(events: Iterator[ChatEvent]) -> ChatEvent | None:
-    return next(events, None)
+class _TurnThread:
+    """Runs one streamed turn on a thread of its own and hands its events to the event loop.
+
+    A turn blocks (retrieval, database, the LLM's tokens) for its whole length. Driving it with
+    ``run_in_threadpool`` per event would hold one of the server's shared worker threads (40 by default)
+    for as long as the answer streams, so past 40 open streams every request, a session or a health
+    check included, would queue behind them; and each event would cost two thread hand-offs. Here the
+    thread is the turn's own, and each event is one ``call_soon_threadsafe``.
+
+    ``stop()`` (the client went away) makes the thread close the turn after its current step, which
+    stores what was generated so far; ``finished`` is set once the turn is closed. The thread is not a
+    daemon: a process that exits waits for turns to be stored rather than leaving one half written.
+    """
+
+    def __init__(self, events: Generator[ChatEvent, None, None]) -> None:
+        self._events = events
+        self._loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[ChatEvent | BaseException | None] = asyncio.Queue()
+        self.finished = asyncio.Event()
+        self._stop = threading.Event()
+        context = contextvars.copy_context()  # the request id reaches the turn's log lines
+        self._thread = threading.Thread(target=context.run, args=(self._run,), name="chat-turn")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self._events:
+                self._put(event)
+                if self._stop.is_set():
+                    break
+        except Exception as exc:  # the turn ends itself with error + done; this is the safety net
+            self._put(exc)
+        finally:
+            try:
+                self._events.close()  # a no-op after the last event; else stores the partial answer
+            except Exception:
+                log.exception("closing a chat turn failed")
+            self._put(None)
+            self._call(self.finished.set)
+
+    def _put(self, item: ChatEvent | BaseException | None) -> None:
+        self._call(self.queue.put_nowait, item)
+
+    def _call(self, fn: Callable[..., object], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (the server stopped): nobody listens
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 async def _sse_body(first: ChatEvent, events: Generator[ChatEvent, None, None]) -> AsyncIterator[str]:
-    """The turn's events as SSE; the blocking turn advances in worker threads.
+    """The turn's events as SSE; the blocking turn advances on a thread of its own (``_TurnThread``).
 
     The turn ends itself with ``error`` + ``done`` on any failure; should it raise anyway, the stream
     still ends that way. When the client goes away the server stops reading (cancels or drops this
-    iterator): the turn is then closed here, in a worker thread, so it stores what was generated so far.
+    iterator): the turn is then closed by its thread, which stores what was generated so far.
     """
     streamed: list[str] = []
-    step: asyncio.Future[ChatEvent | None] | None = None
+    turn = _TurnThread(events)
     try:
         yield sse_format(first)
         while True:
-            step = asyncio.ensure_future(run_in_threadpool(_next_event, events))
-            while True:
-                done, _ = await asyncio.wait({step}, timeout=SSE_PING_S)
-                if done:
-                    break
-                yield ": ping\n\n"
             try:
-                event = step.result()
-            except Exception:
+                item = await asyncio.wait_for(turn.queue.get(), timeout=SSE_PING_S)
+            except TimeoutError:
+                yield ": ping\n\n"
+                continue
+            if item is None:
+                return
+            if isinstance(item, BaseException):
                 conversation_id = str(first.data.get("conversation_id"))
-                log.exception("chat stream failed for conversation %s", conversation_id)
+                log.error("chat stream failed for conversation %s", conversation_id, exc_info=item)
                 answer = "".join(streamed).strip()
                 for failure in internal_failure_events(conversation_id, None, answer=answer):
                     yield sse_format(failure)
                 return
-            if event is None:
-                return
-            if event.type is EventType.DELTA:
-                streamed.append(event.data["text"])
-            yield sse_format(event)
+            if item.type is EventType.DELTA:
+                streamed.append(item.data["text"])
+            yield sse_format(item)
     finally:
+        turn.stop()
         with anyio.CancelScope(shield=True):
-            if step is not None and not step.done():
-                await asyncio.wait({step})  # a generator cannot be closed while a thread runs it
-            await run_in_threadpool(events.close)
+            await turn.finished.wait()
 
 
 def _same_origin(request: Request) -> bool:

@@ -1,17 +1,20 @@
-"""Ingest through the API: a server path or URL (JSON) or uploaded files (multipart), run as background
-jobs so a big crawl never blocks the server; clients poll ``GET /v1/sources/jobs/{id}``."""
+"""Ingest through the API: a server path or URL (JSON) or uploaded files (multipart), queued as background
+jobs so a big crawl never blocks the server; clients poll ``GET /v1/sources/jobs/{id}``. The sources
+ingested so far are listed at ``GET /v1/sources``, and each can be re-synced on a schedule
+(``PUT /v1/sources/{id}/schedule``)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -191,15 +194,21 @@ def _submit_target(runtime: Runtime, body: SourceRequest, bot_id: str) -> Any:
         )
     except (ValueError, FileNotFoundError) as exc:
         raise ApiError(422, "invalid_target", str(exc)) from None
-    return runtime.jobs.submit(bot_id, body.target, connector)
+    options = {
+        "max_pages": body.max_pages,
+        "max_depth": body.max_depth,
+        "include": body.include or None,
+        "exclude": body.exclude or None,
+    }
+    del connector  # built only to validate: the job stores the target and options, a worker builds its own
+    return runtime.jobs.submit(
+        bot_id, body.target, options={k: v for k, v in options.items() if v is not None}
+    )
 
 
 def _submit_uploads(runtime: Runtime, uploads: list[Any], bot_id: str) -> Any:
-    from connectors.files import UploadConnector
-
-    connector = UploadConnector(uploads, max_bytes=runtime.settings.max_upload_bytes)
     names = ", ".join(u.filename for u in uploads)
-    return runtime.jobs.submit(bot_id, f"upload: {names}", connector, kind="upload")
+    return runtime.jobs.submit(bot_id, f"upload: {names}", uploads=uploads)
 
 
 @router.get(
@@ -221,3 +230,114 @@ def read_job(
     if job is None:
         raise ApiError(404, "job_not_found", f"no ingest job with id {job_id!r}")
     return _job_response(job)
+
+
+# --------------------------------------------------------------------------- sources and schedules
+
+
+class SourceOut(BaseModel):
+    id: str
+    bot_id: str
+    kind: str
+    scope: str
+    last_synced_at: datetime | None = None
+    every_s: int | None = Field(default=None, description="Re-sync interval in seconds; null: no schedule.")
+    every: str | None = Field(default=None, description="The same interval, spelled like 6h or 1d12h.")
+    next_sync_at: datetime | None = None
+
+
+class SourceList(BaseModel):
+    sources: list[SourceOut]
+
+
+class ScheduleIn(BaseModel):
+    every: str = Field(
+        min_length=1,
+        max_length=40,
+        description="Re-sync interval: 30m, 6h, 1d, 1h30m or seconds (60..1 year).",
+    )
+
+
+_SOURCE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut},
+    403: {"model": ErrorOut},
+    404: {"model": ErrorOut},
+    422: {"model": ErrorOut},
+}
+
+
+def _source_out(info: Any) -> SourceOut:
+    return SourceOut(
+        id=info.id,
+        bot_id=info.bot_id,
+        kind=info.kind,
+        scope=info.scope,
+        last_synced_at=info.last_synced_at,
+        every_s=info.every_s,
+        every=info.every,
+        next_sync_at=info.next_sync_at,
+    )
+
+
+def _known_id(source_id: str) -> bool:
+    """Whether ``source_id`` could name a row (PostgreSQL refuses NUL, drivers refuse lone surrogates)."""
+    if "\x00" in source_id or len(source_id) > 36:
+        return False
+    try:
+        source_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_found(source_id: str) -> ApiError:
+    return ApiError(404, "source_not_found", f"no source with id {source_id!r}")
+
+
+@router.get("", response_model=SourceList, responses=_SOURCE_ERRORS)
+def list_sources(
+    admin: AdminDep, runtime: RuntimeDep, bot_id: str | None = Query(default=None)
+) -> SourceList:
+    """The bot's sources (folders, sites, uploads) with their re-sync schedules."""
+    bot = admin_bot_id(admin, bot_id, runtime)
+    return SourceList(sources=[_source_out(s) for s in runtime.schedules.sources(bot)])
+
+
+@router.put("/{source_id}/schedule", response_model=SourceOut, responses=_SOURCE_ERRORS)
+def schedule_source(
+    source_id: str,
+    body: ScheduleIn,
+    admin: AdminDep,
+    runtime: RuntimeDep,
+    bot_id: str | None = Query(default=None),
+) -> SourceOut:
+    """Re-sync the source every interval, the first time one interval from now. A due re-sync runs
+    once, whichever worker sees it first."""
+    from ragbot.jobs.schedules import NotSchedulableError, parse_every
+
+    bot = admin_bot_id(admin, bot_id, runtime)
+    try:
+        every_s = parse_every(body.every)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_interval", str(exc)) from None
+    if not _known_id(source_id):
+        raise _not_found(source_id)
+    try:
+        info = runtime.schedules.schedule(bot, source_id, every_s)
+    except NotSchedulableError as exc:
+        raise ApiError(422, "not_schedulable", str(exc)) from None
+    if info is None:
+        raise _not_found(source_id)
+    return _source_out(info)
+
+
+@router.delete("/{source_id}/schedule", response_model=SourceOut, responses=_SOURCE_ERRORS)
+def unschedule_source(
+    source_id: str, admin: AdminDep, runtime: RuntimeDep, bot_id: str | None = Query(default=None)
+) -> SourceOut:
+    """Stop re-syncing the source on a schedule (a re-sync already queued still runs)."""
+    bot = admin_bot_id(admin, bot_id, runtime)
+    info = runtime.schedules.unschedule(bot, source_id) if _known_id(source_id) else None
+    if info is None:
+        raise _not_found(source_id)
+    return _source_out(info)

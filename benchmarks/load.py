@@ -1,0 +1,587 @@
+"""Many visitors at once: ``ragbot serve`` under concurrent SSE chats, with the LLM outside ragbot.
+
+N visitors each open a widget session and send a message every ``--interval`` seconds for ``--duration``
+seconds (a new conversation, then ``--follow-ups`` follow-ups in it, then a new one), reading each answer
+as server-sent events. ``--interval 0`` sends again as soon as an answer ends: the stack's capacity.
+
+Real parts only: ``ragbot serve`` in a subprocess on a loopback port, after ``ragbot ingest`` of the
+sample content; the LLM is llm-katan (an OpenAI-compatible server, echo backend) with ``--ttft-ms`` and
+``--chunk-delay-ms`` as its own first-token delay and pace; clients are httpx (async). Embedded by default
+(SQLite, Qdrant Edge); ``--database-url postgresql+psycopg://...`` runs on a fresh schema of that server,
+dropped afterwards.
+
+A few warm-up turns go first (a fresh deployment loads models and calibrates its relevance floor on its
+first questions). After the run ragbot is stopped with SIGTERM (a graceful shutdown) and the database is
+read. Printed: messages sent / stored (found in the database) / answered / failed with a clear error (an
+``error`` event or an HTTP error with a code) / lost (neither: a stream cut, a timeout, a message the
+database does not have); time to first token p50/p95/p99 as the client sees it, for first messages and
+follow-ups, split into the LLM's share (the wait for the LLM before the first token, condensing a
+follow-up included, as the ``done`` event's ``timings`` report it) and ragbot's own (the rest); beside
+it, the LLM asked directly once a second during the run (its own first token on this machine under this
+load); answers per second. ``--json PATH`` keeps the figures and every turn.
+
+    python benchmarks/load.py --visitors 50 --interval 10 --duration 90
+    python benchmarks/load.py --visitors 50 --interval 10 --duration 90 \\
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+    python benchmarks/load.py --visitors 16 --interval 0 --duration 30      # capacity
+    python benchmarks/load.py ... --py-spy /tmp/pyspy/bin/py-spy --profile-out load.svg
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from integration.katan import LOOPBACK, KatanServer, free_port  # noqa: E402
+
+SAMPLE = ROOT / "ragbot" / "sample_content"
+
+QUESTIONS = [
+    "How does ragbot combine sparse and dense retrieval?",
+    "What is SPLADE?",
+    "How do I install ragbot?",
+    "Which file formats can I ingest?",
+    "How are citations shown?",
+    "How do I start the HTTP API?",
+    "What does the handoff to a human do?",
+    "Which settings choose the LLM?",
+    "How do I crawl a website?",
+    "What database does ragbot use by default?",
+    "Can I use a Qdrant server?",
+    "How do follow-up questions work?",
+]
+FOLLOW_UPS = [
+    "How do I change it?",
+    "What are the defaults for that?",
+    "Can you say more about the second point?",
+    "Does that work on PostgreSQL too?",
+]
+#: ``done`` statuses that are an answer the visitor got (a decline is an answer too).
+ANSWERED = {"complete", "refused", "forwarded"}
+
+
+@dataclass
+class Turn:
+    visitor: int
+    follow_up: bool
+    sent_at: float
+    http_status: int | None = None
+    conversation_id: str | None = None
+    visitor_message_id: str | None = None
+    message_id: str | None = None
+    first_token_s: float | None = None
+    ended_at: float | None = None
+    status: str | None = None  # the done event's
+    error_code: str | None = None  # an error event's, or an HTTP error's
+    llm_wait_ms: float | None = None  # the done event's timings
+    failure: str | None = None  # what went wrong on the client's side (a lost turn)
+
+    @property
+    def outcome(self) -> str:
+        if self.error_code is not None:
+            return "failed_clear"
+        if self.status in ANSWERED:
+            return "answered"
+        return "lost"
+
+
+@dataclass
+class Plan:
+    visitors: int
+    interval_s: float
+    duration_s: float
+    follow_ups: int
+    turn_timeout_s: float
+    base_url: str
+    public_key: str
+    turns: list[Turn] = field(default_factory=list)
+
+
+# --- the stack -----------------------------------------------------------------------------------------
+
+
+def katan_pacing(first_token_ms: int, chunk_delay_ms: int) -> list[str]:
+    """llm-katan flags for an LLM whose own first token comes after ``first_token_ms``.
+
+    llm-katan 0.22's echo backend serves one request at a time unless told otherwise (``--max-concurrent``
+    1: a 5-requests-a-second ceiling that is the test server's, not ragbot's), and on a streamed request
+    it waits ``--ttft-ms`` twice (in the backend, then before the first chunk) and a chunk delay before
+    the first chunk too. So: many concurrent requests, and half the remaining first-token time.
+    """
+    ttft = max(0, (first_token_ms - chunk_delay_ms) // 2)
+    return ["--max-concurrent", "10000", "--ttft-ms", str(ttft), "--chunk-delay-ms", str(chunk_delay_ms)]
+
+
+def _ragbot_command() -> list[str]:
+    beside = Path(sys.executable).with_name("ragbot")
+    return [str(beside)] if beside.exists() else [sys.executable, "-c", "from ragbot.cli import app; app()"]
+
+
+def _env(
+    data_dir: Path, database_url: str | None, katan: KatanServer, args: argparse.Namespace
+) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "RAGBOT_DATA_DIR": str(data_dir),
+        "RAGBOT_LLM_MODEL": f"openai/{katan.served_model}",
+        "RAGBOT_LLM_API_BASE": katan.base_url,
+        "RAGBOT_LLM_API_KEY": "sk-load-test",
+        "RAGBOT_LLM_FALLBACKS": "[]",
+        "RAGBOT_GROUNDING": args.grounding,
+        # every visitor comes from 127.0.0.1: the per-IP limits would see one visitor with many tabs
+        "RAGBOT_RATE_IP_PER_MINUTE": "1000000",
+        "RAGBOT_RATE_SESSIONS_PER_IP_MINUTE": "1000000",
+        "RAGBOT_LOG_LEVEL": args.log_level,
+    }
+    if database_url:
+        env["RAGBOT_DATABASE_URL"] = database_url
+    return env
+
+
+@contextmanager
+def postgres_schema(server_url: str) -> Iterator[str]:
+    """A fresh schema on ``server_url`` (selected through search_path), dropped afterwards."""
+    from sqlalchemy import create_engine, make_url, text
+
+    schema = f"ragbot_load_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server_url)
+    try:
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        url = make_url(server_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+class Serve:
+    """``ragbot serve`` in a subprocess; its log goes to a file, the bot's public key is read from it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
+        self.port = free_port()
+        self.base_url = f"http://{LOOPBACK}:{self.port}"
+        self.log_path = log_path
+        command = [*_ragbot_command(), "serve", "--host", LOOPBACK, "--port", str(self.port)]
+        if workers > 1:
+            command += ["--workers", str(workers)]
+        with log_path.open("wb") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def wait_ready(self, timeout_s: float = 180.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ragbot serve exited early:\n{self.log_tail()}")
+            match = re.search(r'data-bot="(pk_[^"]+)"', self.log_path.read_text(errors="replace"))
+            if match:
+                try:
+                    if httpx.get(f"{self.base_url}/readyz", timeout=2, trust_env=False).status_code == 200:
+                        return match.group(1)
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        raise RuntimeError(f"ragbot serve not ready within {timeout_s} s:\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM (a graceful shutdown: streams in flight end first), then SIGKILL if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return int(self.proc.returncode)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def ingest(env: dict[str, str], log_dir: Path) -> None:
+    done = subprocess.run(
+        [*_ragbot_command(), "ingest", str(SAMPLE)], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    (log_dir / "ingest.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"ragbot ingest failed:\n{done.stderr[-3000:]}")
+
+
+# --- visitors ----------------------------------------------------------------------------------------
+
+
+async def _read_turn(response: httpx.Response, turn: Turn) -> None:
+    event = ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data = json.loads(line[6:])
+            if event == "start":
+                turn.conversation_id = data.get("conversation_id")
+                turn.visitor_message_id = data.get("visitor_message_id")
+            elif event == "delta" and turn.first_token_s is None:
+                turn.first_token_s = time.perf_counter() - turn.sent_at
+            elif event == "error":
+                turn.error_code = str(data.get("code") or "error")
+            elif event == "done":
+                turn.status = data.get("status")
+                turn.message_id = data.get("message_id")
+                timings = data.get("timings") or {}
+                turn.llm_wait_ms = timings.get("llm_wait_ms")
+                return
+
+
+async def chat_turn(
+    client: httpx.AsyncClient, plan: Plan, headers: dict[str, str], turn: Turn, message: str, conv: str | None
+) -> None:
+    body: dict[str, Any] = {"message": message, "stream": True, "conversation_id": conv}
+    try:
+        async with asyncio.timeout(plan.turn_timeout_s):
+            async with client.stream("POST", f"{plan.base_url}/v1/chat", json=body, headers=headers) as r:
+                turn.http_status = r.status_code
+                if r.status_code != 200:
+                    raw = await r.aread()
+                    try:
+                        turn.error_code = str(json.loads(raw)["error"]["code"])
+                    except (ValueError, KeyError, TypeError):
+                        turn.failure = f"HTTP {r.status_code} without an error code"
+                    return
+                await _read_turn(r, turn)
+                if turn.status is None:
+                    turn.failure = "the stream ended without a done event"
+    except TimeoutError:
+        turn.failure = f"no done event within {plan.turn_timeout_s:g} s"
+    except httpx.HTTPError as exc:
+        turn.failure = f"{type(exc).__name__}: {exc}"
+    finally:
+        turn.ended_at = time.perf_counter()
+
+
+async def visitor(
+    number: int, client: httpx.AsyncClient, plan: Plan, started: float, rng: random.Random
+) -> None:
+    origin = {"Origin": plan.base_url}
+    try:
+        r = await client.post(
+            f"{plan.base_url}/v1/widget/session", json={"public_key": plan.public_key}, headers=origin
+        )
+        r.raise_for_status()
+    except httpx.HTTPError as exc:
+        turn = Turn(number, False, time.perf_counter(), failure=f"no session: {exc}")
+        plan.turns.append(turn)
+        return
+    headers = {**origin, "Authorization": f"Bearer {r.json()['token']}"}
+    stop_at = started + plan.duration_s
+    next_at = started + rng.uniform(0, plan.interval_s or 0.5)  # visitors arrive spread over one interval
+    conv: str | None = None
+    in_conv = 0
+    while True:
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        if time.perf_counter() >= stop_at:
+            return
+        follow_up = conv is not None and in_conv <= plan.follow_ups
+        if not follow_up:
+            conv, in_conv = None, 0
+        message = rng.choice(FOLLOW_UPS if follow_up else QUESTIONS)
+        turn = Turn(number, follow_up, time.perf_counter())
+        plan.turns.append(turn)
+        await chat_turn(client, plan, headers, turn, message, conv)
+        in_conv += 1
+        conv = turn.conversation_id or conv
+        next_at = (
+            max(next_at + plan.interval_s, time.perf_counter()) if plan.interval_s else time.perf_counter()
+        )
+
+
+async def warm_up(plan: Plan, turns: int) -> None:
+    """A few turns before the clock starts: the first queries of a fresh deployment load models and
+    calibrate the relevance floor (cached on disk after), which is start-up, not load."""
+    if turns <= 0:
+        return
+    warm = Plan(1, 0.0, 3600.0, max(0, turns - 1), plan.turn_timeout_s, plan.base_url, plan.public_key)
+    async with httpx.AsyncClient(timeout=plan.turn_timeout_s, trust_env=False) as client:
+        task = asyncio.ensure_future(visitor(0, client, warm, time.perf_counter(), random.Random(0)))
+        while len([t for t in warm.turns if t.ended_at is not None]) < turns and not task.done():
+            await asyncio.sleep(0.1)
+        task.cancel()
+    bad = [t for t in warm.turns if t.outcome != "answered" and t.ended_at is not None]
+    if bad:
+        raise RuntimeError(f"warm-up turn failed: {bad[0]}")
+
+
+async def run_visitors(plan: Plan, seed: int, katan: KatanServer) -> tuple[float, list[float]]:
+    """The visitors, and the LLM probed directly beside them; when they started, the probe's figures."""
+    rng = random.Random(seed)
+    limits = httpx.Limits(max_connections=plan.visitors * 2, max_keepalive_connections=plan.visitors * 2)
+    timeout = httpx.Timeout(plan.turn_timeout_s, connect=10.0)
+    started = time.perf_counter()
+    probe = asyncio.ensure_future(probe_llm(katan.base_url, katan.served_model, started + plan.duration_s))
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
+        await asyncio.gather(
+            *(visitor(n, client, plan, started, random.Random(rng.random())) for n in range(plan.visitors))
+        )
+    return started, await probe
+
+
+async def probe_llm(base_url: str, model: str, stop_at: float, every_s: float = 1.0) -> list[float]:
+    """The LLM alone, asked directly once a second while the run goes on (same machine, same load):
+    its time to first token as the load client sees it, to set ragbot's share against."""
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": QUESTIONS[0]}]}
+    headers = {"Authorization": "Bearer sk-load-test"}
+    seen: list[float] = []
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
+        while time.perf_counter() < stop_at:
+            sent = time.perf_counter()
+            try:
+                async with client.stream(
+                    "POST", f"{base_url}/chat/completions", json=body, headers=headers
+                ) as r:
+                    async for line in r.aiter_lines():
+                        if '"content"' in line:
+                            seen.append((time.perf_counter() - sent) * 1000)
+                            break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(max(0.0, every_s - (time.perf_counter() - sent)))
+    return seen
+
+
+# --- after the run -----------------------------------------------------------------------------------
+
+
+def stored_ids(database_url: str, ids: Sequence[str]) -> set[str]:
+    """Which of these message ids the database has (read after ragbot stopped)."""
+    from sqlalchemy import create_engine, select
+
+    from ragbot.db.models import Message
+
+    engine = create_engine(database_url)
+    found: set[str] = set()
+    try:
+        with engine.connect() as connection:
+            for start in range(0, len(ids), 500):
+                batch = list(ids[start : start + 500])
+                found.update(connection.scalars(select(Message.id).where(Message.id.in_(batch))))
+    finally:
+        engine.dispose()
+    return found
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "p99": None, "n": 0}
+    if len(values) == 1:
+        return {"p50": values[0], "p95": values[0], "p99": values[0], "n": 1}
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98], "n": len(values)}
+
+
+def summarise(turns: Sequence[Turn], stored: set[str], started: float) -> dict[str, Any]:
+    sent = len([t for t in turns if not (t.failure or "").startswith("no session")])
+    by_outcome = {"answered": 0, "failed_clear": 0, "lost": 0}
+    for t in turns:
+        outcome = t.outcome
+        if t.visitor_message_id is not None and t.visitor_message_id not in stored:
+            outcome = "lost"  # the client was told it was saved; the database does not have it
+        by_outcome[outcome] += 1
+    ttft = [t.first_token_s * 1000 for t in turns if t.first_token_s is not None and t.outcome == "answered"]
+    llm = [t.llm_wait_ms for t in turns if t.llm_wait_ms is not None and t.first_token_s is not None]
+    own = [
+        t.first_token_s * 1000 - t.llm_wait_ms
+        for t in turns
+        if t.llm_wait_ms is not None and t.first_token_s is not None and t.outcome == "answered"
+    ]
+    answered = [t.ended_at for t in turns if t.outcome == "answered" and t.ended_at is not None]
+    span = max(answered, default=started) - started
+    replies = [t.message_id for t in turns if t.message_id]
+    return {
+        "sent": sent,
+        "stored": sum(1 for t in turns if t.visitor_message_id in stored),
+        "replies_stored": sum(1 for m in replies if m in stored),
+        "replies_reported": len(replies),
+        **by_outcome,
+        "statuses": _count(t.status or "-" for t in turns),
+        "error_codes": _count(t.error_code for t in turns if t.error_code),
+        "failures": _count(t.failure for t in turns if t.failure),
+        "ttft_ms": percentiles(ttft),
+        "ttft_first_ms": percentiles(
+            [t.first_token_s * 1000 for t in turns if t.first_token_s and not t.follow_up]
+        ),
+        "ttft_follow_up_ms": percentiles(
+            [t.first_token_s * 1000 for t in turns if t.first_token_s and t.follow_up]
+        ),
+        "llm_wait_ms": percentiles(llm),
+        "ragbot_ms": percentiles(own),
+        "answers_per_s": len(answered) / span if span > 0 else 0.0,
+        "span_s": span,
+    }
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return out
+
+
+def _fmt(p: dict[str, float | None]) -> str:
+    if not p["n"]:
+        return "n/a"
+    return f"p50 {p['p50']:.0f} ms  p95 {p['p95']:.0f} ms  p99 {p['p99']:.0f} ms  (n={p['n']})"
+
+
+def print_report(summary: dict[str, Any], title: str) -> None:
+    s = summary
+    print(title)
+    print(
+        f"messages sent {s['sent']} | stored {s['stored']} | answered {s['answered']} | "
+        f"failed with a clear error {s['failed_clear']} | lost {s['lost']}"
+    )
+    replies = f"bot replies reported {s['replies_reported']}, stored {s['replies_stored']}"
+    print(f"{replies}; statuses {s['statuses']}")
+    if s["error_codes"]:
+        print(f"error codes: {s['error_codes']}")
+    if s["failures"]:
+        print(f"client-side failures: {s['failures']}")
+    print(f"time to first token:       {_fmt(s['ttft_ms'])}")
+    print(f"  first messages:          {_fmt(s['ttft_first_ms'])}")
+    print(f"  follow-ups:              {_fmt(s['ttft_follow_up_ms'])}")
+    print(f"  the LLM's share:         {_fmt(s['llm_wait_ms'])}")
+    print(f"    (the LLM asked alone:  {_fmt(s['llm_alone_ttft_ms'])})")
+    print(f"  ragbot's own share:      {_fmt(s['ragbot_ms'])}")
+    print(f"answers per second: {s['answers_per_s']:.2f} (over {s['span_s']:.1f} s)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--visitors", type=int, default=50)
+    parser.add_argument(
+        "--interval", type=float, default=10.0, help="Seconds between a visitor's messages (0: at once)."
+    )
+    parser.add_argument("--duration", type=float, default=90.0, help="Seconds visitors keep sending.")
+    parser.add_argument(
+        "--follow-ups", type=int, default=2, help="Follow-ups per conversation before a new one."
+    )
+    parser.add_argument(
+        "--turn-timeout", type=float, default=120.0, help="A turn with no done by then is lost."
+    )
+    parser.add_argument(
+        "--database-url", default=None, help="PostgreSQL server (a fresh schema is used); default SQLite."
+    )
+    parser.add_argument(
+        "--ttft-ms", type=int, default=200, help="The LLM's own time to its first token (llm-katan paced so)."
+    )
+    parser.add_argument(
+        "--chunk-delay-ms",
+        type=int,
+        default=20,
+        help="llm-katan's delay between chunks (its echo, ~40 chunks: ~1 s an answer).",
+    )
+    parser.add_argument(
+        "--katan-flag",
+        action="append",
+        default=[],
+        help="More llm-katan flags, e.g. --katan-flag=--error-rate=0.3",
+    )
+    parser.add_argument("--grounding", default="verify", choices=["verify", "off"])
+    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--warm-up", type=int, default=3, help="Turns sent (and not counted) before the run.")
+    parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument(
+        "--json", type=Path, default=None, help="Also write the figures (and every turn) here."
+    )
+    parser.add_argument(
+        "--py-spy", default=None, help="A py-spy executable: profile ragbot serve during the run."
+    )
+    parser.add_argument("--profile-out", type=Path, default=Path("load-profile.txt"))
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="ragbot-load-"))
+    katan_flags = [*katan_pacing(args.ttft_ms, args.chunk_delay_ms), *args.katan_flag]
+    with KatanServer(*katan_flags, log_dir=work) as katan, _database(args.database_url, work) as database_url:
+        env = _env(work / "data", database_url if args.database_url else None, katan, args)
+        ingest(env, work)
+        serve = Serve(env, work / "serve.log")
+        profiler: subprocess.Popen[bytes] | None = None
+        try:
+            public_key = serve.wait_ready()
+            plan = Plan(
+                args.visitors, args.interval, args.duration, args.follow_ups, args.turn_timeout,
+                serve.base_url, public_key,
+            )  # fmt: skip
+            asyncio.run(warm_up(plan, args.warm_up))
+            if args.py_spy:
+                profiler = _start_profiler(args.py_spy, serve.proc.pid, args.duration, args.profile_out)
+            started, llm_alone = asyncio.run(run_visitors(plan, args.seed, katan))
+        finally:
+            if profiler is not None:
+                profiler.wait(timeout=args.duration + 60)
+            code = serve.stop()
+        if code not in (0, -signal.SIGTERM):  # uvicorn re-raises the SIGTERM it handled
+            print(f"ragbot serve exited with {code}:\n{serve.log_tail()}", file=sys.stderr)
+        ids = [i for t in plan.turns for i in (t.visitor_message_id, t.message_id) if i]
+        stored = stored_ids(database_url, ids)
+    summary = summarise(plan.turns, stored, started)
+    summary["llm_alone_ttft_ms"] = percentiles(llm_alone)
+    backend = "PostgreSQL" if args.database_url else "SQLite + Qdrant Edge"
+    title = (
+        f"ragbot load: {args.visitors} visitors, a message every {args.interval:g} s each "
+        f"for {args.duration:g} s "
+        f"({args.follow_ups} follow-ups a conversation), {backend}, grounding {args.grounding}; "
+        f"llm-katan echo, first token {args.ttft_ms} ms, {args.chunk_delay_ms} ms between chunks "
+        f"{' '.join(args.katan_flag)}"
+    )
+    print_report(summary, title)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"title": title, **summary, "turns": [asdict(t) for t in plan.turns]}, indent=1)
+        )
+    print(f"logs: {work}")
+    return 0 if summary["lost"] == 0 else 1
+
+
+@contextmanager
+def _database(server_url: str | None, work: Path) -> Iterator[str]:
+    if server_url:
+        with postgres_schema(server_url) as url:
+            yield url
+    else:
+        yield f"sqlite:///{work / 'data' / 'ragbot.db'}"
+
+
+def _start_profiler(py_spy: str, pid: int, duration: float, out: Path) -> subprocess.Popen[bytes]:
+    fmt = "flamegraph" if out.suffix == ".svg" else "raw"
+    command = [py_spy, "record", "--pid", str(pid), "--duration", str(int(duration)), "--rate", "50",
+               "--format", fmt, "--output", str(out), "--nonblocking"]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
