@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ragbot.retrieval.fusion import CALIBRATION_TEMPERATURE, calibrated_weights, top_z
+from ragbot.retrieval.fusion import CALIBRATION_HEAD, CALIBRATION_TEMPERATURE, calibrated_weights, top_z
 
 __all__ = ["CalibrationStore", "FusionCalibration", "Totals"]
 
@@ -102,10 +102,11 @@ class FusionCalibration:
         bm25_scores: Sequence[float] | None = None,
     ) -> None:
         """Record one query's top lists (scores, best first; ``bm25_scores`` None where BM25 did not run,
-        which adds 0 to its sum). A query one retriever could not answer (no shared term, an empty
-        collection) says nothing about the others, so it is skipped."""
+        which adds 0 to its sum). A query where some list is no longer than ``top_z``'s head (no shared
+        term, a tiny collection) is skipped: a head with nothing below it scores 0 whatever its quality,
+        and would pull that retriever's weight down for no reason."""
         lists = [sparse_scores, dense_scores] + ([bm25_scores] if bm25_scores is not None else [])
-        if any(len(scores) < 2 for scores in lists):
+        if any(len(scores) <= CALIBRATION_HEAD for scores in lists):
             return
         bm25 = top_z(bm25_scores) if bm25_scores is not None else 0.0
         delta = Totals(1, top_z(sparse_scores), top_z(dense_scores), bm25)

@@ -19,10 +19,14 @@ Scored = tuple[str, float]
 #: Client-side fusions ``fuse`` knows; "rrf" is also what the engines compute server-side.
 FUSIONS = ("rrf", "zscore", "zscore_calibrated")
 
-#: ``top_z`` looks at the first ``CALIBRATION_HEAD`` scores of a list's first ``CALIBRATION_DEPTH``.
-CALIBRATION_HEAD, CALIBRATION_DEPTH = 10, 50
-#: Softmax temperature of ``calibrated_weights`` (benchmarks/FUSION.md, second study: 15-20 hold up).
-CALIBRATION_TEMPERATURE = 20.0
+#: ``top_z`` looks at the first ``CALIBRATION_HEAD`` scores of a list's first ``CALIBRATION_DEPTH``. Three,
+#: not ten: a top 10 also holds the answer's topical neighbours (the other paragraphs of the same article),
+#: so a retriever that clusters by topic looked sharpest without ranking the answer first (benchmarks/
+#: FUSION.md, third study: on xquad-en the head-10 statistic gave the weakest retriever 1.8 of 3).
+CALIBRATION_HEAD, CALIBRATION_DEPTH = 3, 50
+#: Softmax temperature of ``calibrated_weights``: 10 keeps every retriever in the vote unless its head is
+#: clearly flatter (20 all but dropped two of three on a set where equal weights gain 0.017).
+CALIBRATION_TEMPERATURE = 10.0
 
 
 def rrf(

@@ -690,7 +690,7 @@ def test_runtime_close_stores_pending_observations(sessions: sessionmaker[Sessio
     runtime = Runtime(
         settings, session_factory=sessions, sparse_encoder=unused, dense_encoder=unused, index=unused
     )
-    runtime.retriever.calibration.observe("bot-a", [2.0, 1.0, 0.0], [3.0, 1.0, 0.0])
+    runtime.retriever.calibration.observe("bot-a", [4.0, 2.0, 1.0, 0.0], [5.0, 3.0, 1.0, 0.0])
     with session_scope(sessions) as s:
         assert repo.get_fusion_calibration(s, "bot-a") is None
     runtime.close()

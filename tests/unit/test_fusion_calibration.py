@@ -50,6 +50,7 @@ def test_a_query_one_retriever_could_not_answer_is_not_evidence() -> None:
     calibration = FusionCalibration(min_queries=1)
     calibration.observe("shop", [], SHARP)  # no shared vocabulary term
     calibration.observe("shop", [3.0], SHARP)
+    calibration.observe("shop", [3.0, 2.0, 1.0], SHARP)  # no longer than the head: nothing below it
     assert calibration.queries("shop") == 0
     assert calibration.weights("shop") == (1.0, 1.0, 1.0)
 

@@ -143,7 +143,8 @@ def test_top_z_measures_how_far_the_head_stands_out() -> None:
     assert fusion.top_z(flat) == 0.0
     assert fusion.top_z([]) == 0.0
     peaked = [10.0] * 10 + [1.0] * 40  # head z = 2 exactly: mean 2.8, std 3.6
-    assert fusion.top_z(peaked) == pytest.approx(2.0)
+    assert fusion.top_z(peaked, head=10) == pytest.approx(2.0)
+    assert fusion.top_z(peaked, head=3) == pytest.approx(2.0)  # the head is the first three
     assert fusion.top_z(peaked + [100.0] * 50) == pytest.approx(2.0)  # only the first 50 count
     gentle = [10.0 - 0.1 * i for i in range(50)]
     assert 0.0 < fusion.top_z(gentle) < fusion.top_z(peaked)
@@ -151,10 +152,10 @@ def test_top_z_measures_how_far_the_head_stands_out() -> None:
 
 def test_calibrated_weights_favour_the_sharper_retriever_and_sum_to_two() -> None:
     assert fusion.calibrated_weights(1.2, 1.2) == pytest.approx((1.0, 1.0))
-    w_sparse, w_dense = fusion.calibrated_weights(1.1, 1.2)  # dense top stands out more
+    w_sparse, w_dense = fusion.calibrated_weights(1.0, 1.2)  # dense top stands out more
     assert w_sparse + w_dense == pytest.approx(2.0)
     assert w_dense > 1.5 > 0.5 > w_sparse
-    assert fusion.calibrated_weights(1.2, 1.1) == pytest.approx((w_dense, w_sparse))
+    assert fusion.calibrated_weights(1.2, 1.0) == pytest.approx((w_dense, w_sparse))
 
 
 @pytest.mark.parametrize("n_lists", [2, 3])
@@ -198,7 +199,7 @@ def test_three_signal_weights_reduce_to_the_two_signal_sigmoid() -> None:
     """The softmax over N means is, for two, exactly the sigmoid the two-signal fusion used; and dropping a
     retriever (renormalising the others) keeps their ratio, so two lists fuse as before."""
     for g_sparse, g_dense, g_bm25 in [(1.1, 1.2, 0.9), (0.7, 0.4, 1.3), (1.0, 1.0, 1.0)]:
-        sigmoid = 1.0 / (1.0 + math.exp(-20.0 * (g_sparse - g_dense)))
+        sigmoid = 1.0 / (1.0 + math.exp(-fusion.CALIBRATION_TEMPERATURE * (g_sparse - g_dense)))
         two = fusion.calibrated_weights(g_sparse, g_dense)
         assert two == pytest.approx((2.0 * sigmoid, 2.0 * (1.0 - sigmoid)), rel=1e-12)
         three = fusion.calibrated_weights(g_sparse, g_dense, g_bm25)
