@@ -88,10 +88,7 @@ def top_z_stat(head: int, depth: int) -> Stat:
 
 def product_weights(means: Sequence[float], temperature: float = 20.0) -> np.ndarray:
     g_s, g_d, g_b = means
-    w_s, w_d = fusion.calibrated_weights(g_s, g_d, temperature=temperature)
-    three = fusion.calibrated_weights(g_s, g_d, g_b, temperature=temperature)
-    scale = w_s / three[0]
-    return np.array([w_s, w_d, min(three[2] * scale, w_s, w_d)])
+    return np.array(fusion.capped_weights(g_s, g_d, g_b, temperature=temperature))
 
 
 def main() -> None:

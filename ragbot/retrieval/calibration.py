@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ragbot.retrieval.fusion import CALIBRATION_HEAD, CALIBRATION_TEMPERATURE, calibrated_weights, top_z
+from ragbot.retrieval.fusion import CALIBRATION_HEAD, CALIBRATION_TEMPERATURE, capped_weights, top_z
 
 __all__ = ["CalibrationStore", "FusionCalibration", "Totals"]
 
@@ -126,21 +126,14 @@ class FusionCalibration:
 
     def weights(self, bot_id: str) -> tuple[float, float, float]:
         """``(w_sparse, w_dense, w_bm25)`` for the bot: equal until ``min_queries`` queries have been
-        observed. The neural pair is exactly the two-signal calibration (summing to 2); BM25's softmax
-        weight on the same scale is capped at the smaller of the two (see below)."""
+        observed; then ``fusion.capped_weights`` of the mean statistics."""
         view = self._view(bot_id)
         if view.queries < self.min_queries:
             return 1.0, 1.0, 1.0
         n = view.queries
-        g_sparse, g_dense, g_bm25 = view.sparse_sum / n, view.dense_sum / n, view.bm25_sum / n
-        w_sparse, w_dense = calibrated_weights(g_sparse, g_dense, temperature=self.temperature)
-        # BM25's list is peakier than its quality warrants (IDF-weighted exact matches stand out even when
-        # they are the wrong passage): on msmarco-5k its mean top_z led both neural lists while its nDCG@10
-        # trailed them by 0.1, and the uncapped softmax weight (1.73 of 3) cost hybrid 0.033. So its
-        # learned weight, on the neural pair's scale, is capped at the weaker neural retriever's.
-        (w_bm25,) = calibrated_weights(g_sparse, g_dense, g_bm25, temperature=self.temperature)[2:]
-        scale = w_sparse / calibrated_weights(g_sparse, g_dense, g_bm25, temperature=self.temperature)[0]
-        return w_sparse, w_dense, min(w_bm25 * scale, w_sparse, w_dense)
+        return capped_weights(
+            view.sparse_sum / n, view.dense_sum / n, view.bm25_sum / n, temperature=self.temperature
+        )
 
     def flush(self) -> None:
         """Write every bot's pending observations now (at shutdown, so a process's last queries count).

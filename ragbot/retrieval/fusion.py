@@ -151,6 +151,23 @@ def calibrated_weights(*means: float, temperature: float = CALIBRATION_TEMPERATU
     return tuple(len(means) * e / total for e in exps)
 
 
+def capped_weights(
+    g_sparse: float, g_dense: float, g_bm25: float, *, temperature: float = CALIBRATION_TEMPERATURE
+) -> tuple[float, float, float]:
+    """``(w_sparse, w_dense, w_bm25)`` from the three mean ``top_z``: the neural pair is exactly the
+    two-signal calibration (summing to 2); BM25's softmax weight on the same scale is capped at the
+    weaker neural retriever's.
+
+    BM25's list is peakier than its quality warrants (IDF-weighted exact matches stand out even when they
+    are the wrong passage): on msmarco-5k its mean top_z led both neural lists while its nDCG@10 trailed
+    them by 0.1, and the uncapped softmax weight (1.73 of 3) cost hybrid 0.033.
+    """
+    w_sparse, w_dense = calibrated_weights(g_sparse, g_dense, temperature=temperature)
+    three = calibrated_weights(g_sparse, g_dense, g_bm25, temperature=temperature)
+    w_bm25 = three[2] * w_sparse / three[0]
+    return w_sparse, w_dense, min(w_bm25, w_sparse, w_dense)
+
+
 def fuse(
     name: str,
     *lists: Sequence[Scored],

@@ -218,6 +218,22 @@ def katan_fleet(specs: dict[str, tuple[str, ...]], *, log_dir: Path) -> Iterator
             server.stop()
 
 
+def echo_deployment_settings(data: Path, echo: KatanServer, **overrides: Any) -> Any:
+    """An embedded deployment (SQLite in ``data``) answering through the katan echo server, one try per
+    call: the API-level suites' common ground, each adding its own overrides."""
+    from ragbot.config import Settings
+
+    return Settings(
+        data_dir=data,
+        database_url=f"sqlite:///{data / 'ragbot.db'}",
+        llm_model="openai/katan-echo",
+        llm_api_base=echo.base_url,
+        llm_api_key="sk-test",
+        llm_max_retries=0,
+        **overrides,
+    )
+
+
 def llm_settings(base_url: str, *, model: str = "openai/katan-echo", **overrides: Any) -> Any:
     """Settings aimed at a loopback server, with test-sized deadlines and backoff, answers unverified."""
     from ragbot.config import Settings

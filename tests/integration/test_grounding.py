@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 from fixtures.auth import admin_headers
 from fixtures.sse import sse_events
-from integration.katan import KatanServer
+from integration.katan import KatanServer, echo_deployment_settings
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from ragbot.api.app import create_app
-from ragbot.config import Settings, get_settings
+from ragbot.config import get_settings
 from ragbot.db.models import Message, UnansweredQuestion
 from ragbot.runtime import Runtime
 
@@ -56,13 +56,9 @@ def world(
     from ragbot.tenancy.bots import BotChanges
 
     data = tmp_path_factory.mktemp("grounding")
-    settings = Settings(
-        data_dir=data,
-        database_url=f"sqlite:///{data / 'ragbot.db'}",
-        llm_model="openai/katan-echo",
-        llm_api_base=katan_echo.base_url,
-        llm_api_key="sk-test",
-        llm_max_retries=0,
+    settings = echo_deployment_settings(
+        data,
+        katan_echo,
         relevance_calibration_wait_s=600.0,  # the test waits for the bot's calibrated floor
     )
     runtime = Runtime(settings, sparse_encoder=real_sparse_encoder, dense_encoder=real_dense_encoder)

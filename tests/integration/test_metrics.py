@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from fixtures.auth import admin_headers
 from fixtures.sse import sse_events
-from integration.katan import KatanServer
+from integration.katan import KatanServer, echo_deployment_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from ragbot.api.app import create_app
@@ -59,13 +59,9 @@ def stack(
     real_dense_encoder: Any,
 ) -> Iterator[Stack]:
     data = tmp_path_factory.mktemp("metrics")
-    settings = Settings(
-        data_dir=data,
-        database_url=f"sqlite:///{data / 'ragbot.db'}",
-        llm_model="openai/katan-echo",
-        llm_api_base=katan_echo.base_url,
-        llm_api_key="sk-test",
-        llm_max_retries=0,
+    settings = echo_deployment_settings(
+        data,
+        katan_echo,
         api_path_roots=[SAMPLE],
         metrics_token=METRICS_TOKEN,
     )

@@ -13,13 +13,12 @@ import pytest
 import schemathesis
 from fixtures.auth import admin_headers
 from hypothesis import HealthCheck, Phase, settings
-from integration.katan import KatanServer
+from integration.katan import KatanServer, echo_deployment_settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from connectors.files import FileConnector
 from ragbot.api.app import create_app
-from ragbot.config import Settings
 from ragbot.index.edge import EdgeIndex
 from ragbot.runtime import Runtime
 
@@ -66,13 +65,9 @@ def target(
     real_dense_encoder: Any,
 ) -> Iterator[Target]:
     data = tmp_path_factory.mktemp("schemathesis")
-    settings_ = Settings(
-        data_dir=data,
-        database_url=f"sqlite:///{data / 'ragbot.db'}",
-        llm_model="openai/katan-echo",
-        llm_api_base=katan_echo.base_url,
-        llm_api_key="sk-test",
-        llm_max_retries=0,
+    settings_ = echo_deployment_settings(
+        data,
+        katan_echo,
         llm_max_tokens=24,
         api_path_roots=[SAMPLE],
     )
