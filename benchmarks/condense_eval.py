@@ -5,7 +5,9 @@ follow-ups lean on the history ("Does it add words...?", "And for videos?"). Eve
 retrieved three ways with the real retriever over the ingested sample content:
 
 * ``raw``:       the follow-up as typed (what a system without conversation memory retrieves with);
-* ``concat``:    the previous user turn + the follow-up (the cheap heuristic, also our fallback);
+* ``concat-1``:  the previous user turn + the follow-up;
+* ``concat``:    the previous two user turns + the follow-up (``RAGBOT_CONDENSE=concat``, also the fallback
+                 for a rejected rewrite);
 * ``condensed``: ``condense_question`` with the configured LLM (``RAGBOT_LLM_MODEL``).
 
 Ranks are per source document (a document's best chunk), so the figures say whether the right page
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=10, help="chunks retrieved per query")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N conversations")
     parser.add_argument("--show", action="store_true", help="print each follow-up and its rewrites")
+    parser.add_argument("--no-llm", action="store_true", help="skip the LLM rewrite (the concat rows only)")
     args = parser.parse_args()
 
     from ragbot.config import Settings
@@ -97,7 +100,7 @@ def main() -> None:
             def rank(query: str, source: str) -> int | None:
                 return document_rank(retriever.retrieve(BOT, query, args.top_k), source)  # type: ignore[arg-type]
 
-            first, raw, concat, condensed = Scores(), Scores(), Scores(), Scores()
+            first, raw, concat1, concat, condensed = Scores(), Scores(), Scores(), Scores(), Scores()
             fell_back, seconds = 0, []
             for conversation in conversations:
                 turns = conversation["turns"]
@@ -111,16 +114,21 @@ def main() -> None:
                     question, source = turn["question"], turn["source"]
                     heuristic = fallback_query(history, question)
                     started = time.perf_counter()
-                    rewrite = condense_question(llm, prompts, history, question)
+                    rewrite = heuristic if args.no_llm else condense_question(llm, prompts, history, question)
                     seconds.append(time.perf_counter() - started)
                     fell_back += rewrite == heuristic
-                    ranks = (rank(question, source), rank(heuristic, source), rank(rewrite, source))
-                    for scores, r in zip((raw, concat, condensed), ranks, strict=True):
+                    ranks = (
+                        rank(question, source),
+                        rank(fallback_query(history, question, turns=1), source),
+                        rank(heuristic, source),
+                        rank(rewrite, source),
+                    )
+                    for scores, r in zip((raw, concat1, concat, condensed), ranks, strict=True):
                         scores.add(r)
                     if args.show:
                         print(
                             f"[{conversation['id']}] {question!r} -> {rewrite!r}  "
-                            f"ranks raw/concat/llm={ranks}"
+                            f"ranks raw/concat-1/concat/llm={ranks}"
                         )
         finally:
             runtime.close()
@@ -129,13 +137,16 @@ def main() -> None:
     rows = [
         ("first turns (ceiling)", first),
         ("raw follow-up", raw),
-        ("concat", concat),
-        ("condensed", condensed),
+        ("concat-1 (last turn)", concat1),
+        ("concat (last 2 turns)", concat),
+        *([] if args.no_llm else [("condensed", condensed)]),
     ]
     print(f"\nmodel: {llm.model_name}; {len(conversations)} conversations, {len(raw.ranks)} follow-ups")
     print(f"{'queries':<24}{'hit@1':>8}{f'hit@{k}':>8}{'MRR':>8}")
     for name, scores in rows:
         print(f"{name:<24}{scores.hit(1):>8.3f}{scores.hit(k):>8.3f}{scores.mrr():>8.3f}")
+    if args.no_llm:
+        return
     print(
         f"\ncondensed vs raw: hit@{k} {condensed.hit(k) - raw.hit(k):+.3f}, "
         f"MRR {condensed.mrr() - raw.mrr():+.3f}; "

@@ -77,6 +77,9 @@ FOLLOW_UPS = [
     "Can you say more about the second point?",
     "Does that work on PostgreSQL too?",
 ]
+#: Parts of ragbot's own share the ``done`` event's ``timings`` report: storing the visitor's message,
+#: retrieval, and the grounding gate holding text until a sentence is verified.
+PHASES = ("setup_ms", "retrieval_ms", "held_ms")
 #: ``done`` statuses that are an answer the visitor got (a decline is an answer too).
 ANSWERED = {"complete", "refused", "forwarded"}
 
@@ -95,6 +98,7 @@ class Turn:
     status: str | None = None  # the done event's
     error_code: str | None = None  # an error event's, or an HTTP error's
     llm_wait_ms: float | None = None  # the done event's timings
+    phases: dict[str, float] = field(default_factory=dict)  # the done event's other timings
     failure: str | None = None  # what went wrong on the client's side (a lost turn)
 
     @property
@@ -156,6 +160,8 @@ def _env(
         # every visitor comes from 127.0.0.1: the per-IP limits would see one visitor with many tabs
         "RAGBOT_RATE_IP_PER_MINUTE": "1000000",
         "RAGBOT_RATE_SESSIONS_PER_IP_MINUTE": "1000000",
+        # a capacity run (--interval 0) sends far past a visitor's 20 a minute: the limiter still runs
+        "RAGBOT_RATE_VISITOR_PER_MINUTE": "1000000",
         "RAGBOT_LOG_LEVEL": args.log_level,
     }
     if database_url:
@@ -255,6 +261,7 @@ async def _read_turn(response: httpx.Response, turn: Turn) -> None:
                 turn.message_id = data.get("message_id")
                 timings = data.get("timings") or {}
                 turn.llm_wait_ms = timings.get("llm_wait_ms")
+                turn.phases = {k: float(v) for k, v in timings.items() if k in PHASES and v is not None}
                 return
 
 
@@ -439,6 +446,12 @@ def summarise(turns: Sequence[Turn], stored: set[str], started: float) -> dict[s
         ),
         "llm_wait_ms": percentiles(llm),
         "ragbot_ms": percentiles(own),
+        **{
+            f"phase_{name}": percentiles(
+                [t.phases[name] for t in turns if name in t.phases and t.outcome == "answered"]
+            )
+            for name in PHASES
+        },
         "answers_per_s": len(answered) / span if span > 0 else 0.0,
         "span_s": span,
     }
@@ -476,7 +489,11 @@ def print_report(summary: dict[str, Any], title: str) -> None:
     print(f"  the LLM's share:         {_fmt(s['llm_wait_ms'])}")
     print(f"    (the LLM asked alone:  {_fmt(s['llm_alone_ttft_ms'])})")
     print(f"  ragbot's own share:      {_fmt(s['ragbot_ms'])}")
+    for name, label in zip(PHASES, ("storing the message", "retrieval", "held by grounding"), strict=True):
+        print(f"    {label + ':':<23}{_fmt(s['phase_' + name])}")
     print(f"answers per second: {s['answers_per_s']:.2f} (over {s['span_s']:.1f} s)")
+    if "serve_cpu_cores" in s:
+        print(f"ragbot serve used {s['serve_cpu_cores']:.2f} of {s['machine_cores']} cores (CPU / wall time)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -539,7 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(warm_up(plan, args.warm_up))
             if args.py_spy:
                 profiler = _start_profiler(args.py_spy, serve.proc.pid, args.duration, args.profile_out)
+            cpu_before, wall_before = _cpu_seconds(serve.proc.pid), time.perf_counter()
             started, llm_alone = asyncio.run(run_visitors(plan, args.seed, katan))
+            serve_cpu = (_cpu_seconds(serve.proc.pid) - cpu_before) / (time.perf_counter() - wall_before)
         finally:
             if profiler is not None:
                 profiler.wait(timeout=args.duration + 60)
@@ -550,6 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stored = stored_ids(database_url, ids)
     summary = summarise(plan.turns, stored, started)
     summary["llm_alone_ttft_ms"] = percentiles(llm_alone)
+    summary["serve_cpu_cores"] = serve_cpu
+    summary["machine_cores"] = os.cpu_count()
     backend = "PostgreSQL" if args.database_url else "SQLite + Qdrant Edge"
     title = (
         f"ragbot load: {args.visitors} visitors, a message every {args.interval:g} s each "
@@ -574,6 +595,12 @@ def _database(server_url: str | None, work: Path) -> Iterator[str]:
             yield url
     else:
         yield f"sqlite:///{work / 'data' / 'ragbot.db'}"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _start_profiler(py_spy: str, pid: int, duration: float, out: Path) -> subprocess.Popen[bytes]:

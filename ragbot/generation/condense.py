@@ -54,17 +54,29 @@ def clean_condensed(raw: str) -> str:
     return ""
 
 
-def _last_user_turn(history: Sequence[ChatMessage]) -> str:
+#: User turns ``fallback_query`` keeps before the follow-up: a second follow-up in a row ("Does that work on
+#: PostgreSQL too?" after "How do I change it?") still needs the question that named the topic.
+CONCAT_TURNS = 2
+
+
+def _user_turns(history: Sequence[ChatMessage], count: int) -> list[str]:
+    """The last ``count`` non-empty user turns, oldest first, whitespace folded."""
+    turns: list[str] = []
     for message in reversed(history):
+        if len(turns) == count:
+            break
         if message["role"] == "user" and message["content"].strip():
-            return " ".join(message["content"].split())
-    return ""
+            turns.append(" ".join(message["content"].split()))
+    return turns[::-1]
 
 
-def fallback_query(history: Sequence[ChatMessage], question: str) -> str:
-    """The previous user turn followed by the follow-up: crude, but it carries the topic words."""
-    previous = _last_user_turn(history)
-    return f"{previous} {question.strip()}".strip() if previous else question.strip()
+def _last_user_turn(history: Sequence[ChatMessage]) -> str:
+    return next(iter(_user_turns(history, 1)), "")
+
+
+def fallback_query(history: Sequence[ChatMessage], question: str, turns: int = CONCAT_TURNS) -> str:
+    """The previous user turns followed by the follow-up: crude, but it carries the topic words."""
+    return " ".join([*_user_turns(history, turns), question.strip()]).strip()
 
 
 def _plausible(rewrite: str, question: str, history: Sequence[ChatMessage]) -> bool:

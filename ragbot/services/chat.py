@@ -37,7 +37,7 @@ from ragbot.encoders.base import DenseEncoder, SparseEncoder
 from ragbot.generation.attribution import attribute_sources
 from ragbot.generation.base import ChatLLM, ChatMessage, LLMError, LLMStreamInterruptedError
 from ragbot.generation.citations import CitationStreamParser
-from ragbot.generation.condense import condense_question
+from ragbot.generation.condense import condense_question, fallback_query
 from ragbot.generation.grounding import (
     AnswerGate,
     AnswerTrimmer,
@@ -235,6 +235,10 @@ class _Progress:
     superseded: bool = False  # a handoff overtook the answer: nothing of it is stored
     first_token_ms: float | None = None  # from the visitor's message to the first answer text
     llm_wait_s: float = 0.0  # of which waiting for the LLM (condensing, then its first answer token)
+    setup_s: float | None = None  # of which storing the visitor's message, up to the answer's first step
+    retrieval_s: float | None = None  # of which retrieving
+    llm_first_at: float | None = None  # perf_counter() when the LLM's first answer token arrived
+    shown_at: float | None = None  # perf_counter() when the visitor's first answer text was sent
     redact: bool = False  # the bot stores what visitors type masked (``Bot.redact_questions``)
 
     def mask(self, text: str) -> str:
@@ -249,9 +253,32 @@ class _Progress:
         return ChatEvent(EventType.DELTA, {"text": text})
 
     def timings(self) -> dict[str, float | None]:
-        """For the ``done`` event: where the time to first token went (the LLM's share apart)."""
-        first = None if self.first_token_ms is None else round(self.first_token_ms, 1)
-        return {"first_token_ms": first, "llm_wait_ms": round(self.llm_wait_s * 1000, 1)}
+        """For the ``done`` event: where the time to first token went, the LLM's share apart.
+
+        ``setup_ms``: storing the visitor's message; ``retrieval_ms``; ``llm_wait_ms``: waiting for the
+        LLM (a condensing call, then the answer's first token); ``held_ms``: from the LLM's first token to
+        the first text shown (the grounding gate holds a sentence until its citations support it).
+        """
+
+        def ms(seconds: float | None) -> float | None:
+            return None if seconds is None else round(seconds * 1000, 1)
+
+        held = None
+        if self.llm_first_at is not None and self.shown_at is not None:
+            held = max(0.0, self.shown_at - self.llm_first_at)
+        return {
+            "first_token_ms": None if self.first_token_ms is None else round(self.first_token_ms, 1),
+            "llm_wait_ms": ms(self.llm_wait_s),
+            "setup_ms": ms(self.setup_s),
+            "retrieval_ms": ms(self.retrieval_s),
+            "held_ms": ms(held),
+        }
+
+    def shown(self, started: float) -> None:
+        """The visitor's first answer text goes out now (later calls change nothing)."""
+        if self.first_token_ms is None:
+            self.shown_at = time.perf_counter()
+            self.first_token_ms = (self.shown_at - started) * 1000
 
 
 class EmbeddingCache:
@@ -482,7 +509,10 @@ class ChatService:
     ) -> Iterator[ChatEvent]:
         """The turn after ``start``: whatever fails, it ends with ``done`` and nothing is lost."""
         progress = _Progress(
-            standalone=question, configured_model=profile.llm_model, redact=profile.redact_questions
+            standalone=question,
+            configured_model=profile.llm_model,
+            redact=profile.redact_questions,
+            setup_s=time.perf_counter() - started,
         )
         bot_id = profile.id
         try:
@@ -554,18 +584,21 @@ class ChatService:
         llm: ChatLLM | None = None
         error: str | None = None
         condensing = time.perf_counter()
-        try:
-            llm = progress.llm = self._llm_factory(profile)
-            if history:
+        if history and settings.condense == "concat":
+            standalone = progress.standalone = fallback_query(history, question)
+        elif history:
+            try:
+                llm = progress.llm = self._llm_factory(profile)
                 standalone = progress.standalone = condense_question(llm, self._prompts, history, question)
-        except LLMError as exc:
-            # Retrieval can still run on the raw question; the answer call below reports the outage.
-            log.warning("condensation failed, retrieving with the raw question: %s", exc)
-        if history:
+            except LLMError as exc:
+                # Retrieval can still run on the raw question; the answer call below reports the outage.
+                log.warning("condensation failed, retrieving with the raw question: %s", exc)
             progress.llm_wait_s += time.perf_counter() - condensing
 
+        retrieving = time.perf_counter()
         with metrics.time_retrieval():
             hits = self._retriever.retrieve(bot_id, standalone, settings.top_k)
+        progress.retrieval_s = time.perf_counter() - retrieving
         if not self._in_scope(profile, hits):
             yield from self._refuse(progress, profile, conv_id, question, standalone, hits, started)
             return
@@ -604,15 +637,15 @@ class ChatService:
             try:
                 for delta in deltas:
                     if waiting:
-                        progress.llm_wait_s += time.perf_counter() - calling
+                        progress.llm_first_at = time.perf_counter()
+                        progress.llm_wait_s += progress.llm_first_at - calling
                         waiting = False
                     self._check_draining()
                     visible = parser.feed(delta)
                     if gate is not None and visible:
                         visible = gate.feed(visible)  # only complete, verified sentences pass
                     if visible:
-                        if progress.first_token_ms is None:
-                            progress.first_token_ms = (time.perf_counter() - started) * 1000
+                        progress.shown(started)
                         yield progress.delta(visible)
                     if gate is not None and gate.done:
                         break  # long enough, or repeating itself: stop the model
@@ -639,8 +672,7 @@ class ChatService:
         if gate is not None:
             tail = gate.feed(tail) + gate.finish()
         if tail:
-            if progress.first_token_ms is None:
-                progress.first_token_ms = (time.perf_counter() - started) * 1000
+            progress.shown(started)
             yield progress.delta(tail)
         answer = progress.answer
         if parser.dropped:
@@ -660,8 +692,7 @@ class ChatService:
                     )
                     return
                 kind, text, cited = EXTRACTIVE, quoted[0], quoted[1]
-                if progress.first_token_ms is None:
-                    progress.first_token_ms = (time.perf_counter() - started) * 1000
+                progress.shown(started)
                 yield progress.delta(text)
                 answer = progress.answer
         else:
@@ -912,8 +943,7 @@ class ChatService:
             progress.superseded = True
             yield from _superseded(conv_id, owner_mode)
             return
-        if progress.first_token_ms is None:
-            progress.first_token_ms = (time.perf_counter() - started) * 1000
+        progress.shown(started)
         yield progress.delta(text)
         yield ChatEvent(
             EventType.DONE,

@@ -147,6 +147,11 @@ def test_chat_streams_typed_events(stack: Stack) -> None:
     done = events[-1][1]
     assert done["status"] == "complete"
     assert "".join(d["text"] for k, d in events if k == "delta").strip() == done["answer"]
+    # where the time to first token went: each phase measured, none longer than the whole
+    timings = done["timings"]
+    phases = ("setup_ms", "retrieval_ms", "llm_wait_ms", "held_ms")
+    assert all(isinstance(timings[p], float) and timings[p] >= 0 for p in phases), timings
+    assert sum(timings[p] for p in phases) <= timings["first_token_ms"] + 1, timings
 
 
 def test_follow_up_continues_the_conversation(stack: Stack) -> None:
@@ -159,6 +164,10 @@ def test_follow_up_continues_the_conversation(stack: Stack) -> None:
         assert second.json()["conversation_id"] == first["conversation_id"]
         messages = client.get(f"/v1/conversations/{first['conversation_id']}").json()["messages"]
     assert [m["sender_type"] for m in messages] == ["visitor", "bot", "visitor", "bot"]
+    # RAGBOT_CONDENSE=concat (the default): retrieval read the previous question with the follow-up,
+    # and no LLM call came before the answer's.
+    assert stack.settings.condense == "concat"
+    assert second.json()["standalone_query"] == "What is ragbot? How do I install it?"
 
 
 def test_bad_input_gets_clear_errors(stack: Stack) -> None:

@@ -146,3 +146,16 @@ def test_rephrasing_that_resolves_nothing_falls_back(prompts: PromptLibrary) -> 
     assert (
         condense_question(llm, prompts, HISTORY, "how fast is it?") == "What is Qdrant Edge? how fast is it?"
     )
+
+
+def test_fallback_query_keeps_the_question_that_named_the_topic() -> None:
+    history = [
+        ChatMessage(role="user", content="What is   Qdrant Edge?"),
+        ChatMessage(role="assistant", content="An in-process engine."),
+        ChatMessage(role="user", content="How do I change it?"),
+        ChatMessage(role="assistant", content="Set RAGBOT_QDRANT_URL."),
+    ]
+    assert fallback_query(history, "Does that work on PostgreSQL too?") == (
+        "What is Qdrant Edge? How do I change it? Does that work on PostgreSQL too?"
+    )
+    assert fallback_query(history, "and then?", turns=1) == "How do I change it? and then?"
