@@ -166,6 +166,8 @@ def _env(
     }
     if database_url:
         env["RAGBOT_DATABASE_URL"] = database_url
+    if args.redis_url:
+        env["RAGBOT_REDIS_URL"] = args.redis_url
     return env
 
 
@@ -173,9 +175,10 @@ def _env(
 def postgres_schema(server_url: str) -> Iterator[str]:
     """A fresh schema on ``server_url`` (selected through search_path), dropped afterwards."""
     from sqlalchemy import create_engine, make_url, text
+    from sqlalchemy.pool import NullPool
 
     schema = f"ragbot_load_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server_url)
+    admin = create_engine(server_url, poolclass=NullPool)  # no pooled connection to lose in a restart
     try:
         with admin.begin() as connection:
             connection.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -343,18 +346,86 @@ async def warm_up(plan: Plan, turns: int) -> None:
         raise RuntimeError(f"warm-up turn failed: {bad[0]}")
 
 
-async def run_visitors(plan: Plan, seed: int, katan: KatanServer) -> tuple[float, list[float]]:
+@dataclass
+class Fault:
+    """A fault injected while the visitors run: ``stop`` (a shell command) at ``at_s`` into the run, then
+    ``start`` ``down_s`` later (if given); ``began``/``cleared`` are when the commands returned."""
+
+    stop: str
+    start: str | None
+    at_s: float
+    down_s: float
+    began: float | None = None
+    cleared: float | None = None
+    log: list[str] = field(default_factory=list)
+
+    async def run(self, started: float) -> None:
+        await asyncio.sleep(max(0.0, started + self.at_s - time.perf_counter()))
+        self.began = time.perf_counter()
+        await self._shell(self.stop)
+        if self.start:
+            await asyncio.sleep(self.down_s)
+            await self._shell(self.start)
+        self.cleared = time.perf_counter()
+
+    async def _shell(self, command: str) -> None:
+        proc = await asyncio.create_subprocess_shell(
+            command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await proc.communicate()
+        self.log.append(f"$ {command} -> {proc.returncode} {out.decode(errors='replace').strip()[:300]}")
+        if proc.returncode != 0:
+            raise RuntimeError(f"fault command failed: {self.log[-1]}")
+
+
+async def run_visitors(
+    plan: Plan, seed: int, katan: KatanServer, fault: Fault | None = None
+) -> tuple[float, list[float]]:
     """The visitors, and the LLM probed directly beside them; when they started, the probe's figures."""
     rng = random.Random(seed)
     limits = httpx.Limits(max_connections=plan.visitors * 2, max_keepalive_connections=plan.visitors * 2)
     timeout = httpx.Timeout(plan.turn_timeout_s, connect=10.0)
     started = time.perf_counter()
     probe = asyncio.ensure_future(probe_llm(katan.base_url, katan.served_model, started + plan.duration_s))
+    injected = asyncio.ensure_future(fault.run(started)) if fault is not None else None
     async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
         await asyncio.gather(
             *(visitor(n, client, plan, started, random.Random(rng.random())) for n in range(plan.visitors))
         )
+    if injected is not None:
+        await injected
     return started, await probe
+
+
+def fault_figures(turns: Sequence[Turn], stored: set[str], fault: Fault, started: float) -> dict[str, Any]:
+    """Outcomes of the turns sent before the fault, while it lasted, and after it cleared: after, every
+    turn should be answered again (service resumed without restarting ragbot)."""
+    if fault.began is None or fault.cleared is None:
+        raise RuntimeError("the fault never ran: the run ended before --fault-at")
+    windows: dict[str, list[Turn]] = {"before": [], "during": [], "after": []}
+    for t in turns:
+        if t.sent_at < fault.began:
+            windows["before"].append(t)
+        elif t.sent_at < fault.cleared:
+            windows["during"].append(t)
+        else:
+            windows["after"].append(t)
+    out: dict[str, Any] = {
+        "began_s": fault.began - started,
+        "cleared_s": fault.cleared - started,
+        "commands": fault.log,
+    }
+    for name, window in windows.items():
+        outcomes = {"answered": 0, "failed_clear": 0, "lost": 0}
+        for t in window:
+            lost = t.visitor_message_id is not None and t.visitor_message_id not in stored
+            outcomes["lost" if lost else t.outcome] += 1
+        out[name] = {
+            "sent": len(window),
+            **outcomes,
+            "error_codes": _count(t.error_code for t in window if t.error_code),
+        }
+    return out
 
 
 async def probe_llm(base_url: str, model: str, stop_at: float, every_s: float = 1.0) -> list[float]:
@@ -492,6 +563,15 @@ def print_report(summary: dict[str, Any], title: str) -> None:
     for name, label in zip(PHASES, ("storing the message", "retrieval", "held by grounding"), strict=True):
         print(f"    {label + ':':<23}{_fmt(s['phase_' + name])}")
     print(f"answers per second: {s['answers_per_s']:.2f} (over {s['span_s']:.1f} s)")
+    if "fault" in s:
+        f = s["fault"]
+        print(f"fault from {f['began_s']:.1f} s to {f['cleared_s']:.1f} s: {'; '.join(f['commands'])}")
+        for name in ("before", "during", "after"):
+            w = f[name]
+            print(
+                f"  turns sent {name + ':':<8}{w['sent']:>5} | answered {w['answered']} | failed with a "
+                f"clear error {w['failed_clear']} {w['error_codes'] or ''}| lost {w['lost']}"
+            )
     if "serve_cpu_cores" in s:
         print(f"ragbot serve used {s['serve_cpu_cores']:.2f} of {s['machine_cores']} cores (CPU / wall time)")
 
@@ -527,6 +607,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="More llm-katan flags, e.g. --katan-flag=--error-rate=0.3",
     )
+    parser.add_argument(
+        "--redis-url", default=None, help="Rate limits and the events bus in this Redis (default: memory)."
+    )
+    parser.add_argument(
+        "--fault-stop",
+        default=None,
+        help="A shell command run mid-run: 'pg_ctlcluster 15 main restart', 'redis-cli shutdown nosave'",
+    )
+    parser.add_argument("--fault-start", default=None, help="A shell command run --fault-down s after it.")
+    parser.add_argument("--fault-at", type=float, default=None, help="Seconds into the run (default: half).")
+    parser.add_argument("--fault-down", type=float, default=5.0, help="Seconds between the two commands.")
     parser.add_argument("--grounding", default="verify", choices=["verify", "off"])
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--warm-up", type=int, default=3, help="Turns sent (and not counted) before the run.")
@@ -557,7 +648,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.py_spy:
                 profiler = _start_profiler(args.py_spy, serve.proc.pid, args.duration, args.profile_out)
             cpu_before, wall_before = _cpu_seconds(serve.proc.pid), time.perf_counter()
-            started, llm_alone = asyncio.run(run_visitors(plan, args.seed, katan))
+            fault = (
+                Fault(args.fault_stop, args.fault_start, args.fault_at or args.duration / 2, args.fault_down)
+                if args.fault_stop
+                else None
+            )
+            started, llm_alone = asyncio.run(run_visitors(plan, args.seed, katan, fault))
             serve_cpu = (_cpu_seconds(serve.proc.pid) - cpu_before) / (time.perf_counter() - wall_before)
         finally:
             if profiler is not None:
@@ -570,6 +666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarise(plan.turns, stored, started)
     summary["llm_alone_ttft_ms"] = percentiles(llm_alone)
     summary["serve_cpu_cores"] = serve_cpu
+    if fault is not None:
+        summary["fault"] = fault_figures(plan.turns, stored, fault, started)
     summary["machine_cores"] = os.cpu_count()
     backend = "PostgreSQL" if args.database_url else "SQLite + Qdrant Edge"
     title = (

@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     # --- storage -----------------------------------------------------------------
     data_dir: Path = Field(default=Path(".ragbot"), description="SQLite file, embedded Qdrant shard, caches.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir.")
+    db_retry_s: float = Field(
+        default=15.0,
+        ge=0.0,
+        description=(
+            "How long a chat turn keeps retrying its database writes while the database is unreachable "
+            "(a restart or failover) before it ends with a database_unavailable error."
+        ),
+    )
     database_busy_timeout_s: float = Field(
         default=30.0, description="SQLite only: how long a writer waits for another writer's lock."
     )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ragbot.db.retry import is_transient
 from ragbot.services.chat import AnswerFailedError, ConversationNotFoundError
+
+log = logging.getLogger(__name__)
 
 #: Codes for the HTTP errors the framework raises itself (unknown route, wrong method, bad body...).
 _HTTP_CODES = {
@@ -83,6 +88,19 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        if is_transient(exc):  # a restart or failover outlasted the retries: worth trying again soon
+            log.warning("database unavailable: %s", str(exc).splitlines()[0])
+            return error_response(
+                503,
+                "database_unavailable",
+                "the database is unavailable; try again in a few seconds",
+                headers={"Retry-After": "5"},
+            )
+        log.error("database error", exc_info=exc)
+        return error_response(500, "internal_error", "the server failed to handle this request")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -32,6 +32,7 @@ from ragbot.config import Settings
 from ragbot.db import events as events_sql
 from ragbot.db import repositories as repo
 from ragbot.db.models import Conversation, Message
+from ragbot.db.retry import is_transient, retrying
 from ragbot.db.session import session_scope
 from ragbot.encoders.base import DenseEncoder, SparseEncoder
 from ragbot.generation.attribution import attribute_sources
@@ -454,29 +455,30 @@ class ChatService:
         """
         started = time.perf_counter()
         moved: Moved | None = None
-        with session_scope(self._sessions) as s:
-            profile = BotProfile.of(repo.ensure_bot(s, bot_id), self._settings)
-            stored = redact(message) if profile.redact_questions else message  # the model sees `message`
-            if conversation_id is None:
-                conv = repo.create_conversation(
-                    s,
-                    bot_id,
-                    title=stored[:120],
-                    visitor_id=visitor_id,
-                    page_url=page_url,
-                    is_test=is_test,
-                )
-            else:
-                found = repo.get_conversation(s, bot_id, conversation_id)
-                if found is None or (visitor_id is not None and found.visitor_id != visitor_id):
-                    raise ConversationNotFoundError(conversation_id)
-                # the mode is read under the conversation's lock: a handoff cannot slip in between
-                conv = repo.lock_conversation(s, bot_id, conversation_id)
-            history = repo.history(s, bot_id, conv.id)
-            visitor = repo.add_message(s, bot_id, conv.id, SenderType.VISITOR, stored)
-            self._record_message(s, conv, visitor)
-            moved = self._visitor_moves(s, conv, profile, message)
-            conv_id, visitor_message_id, owner_mode = conv.id, visitor.id, conv.owner_mode
+        for attempt in retrying(self._settings.db_retry_s):
+            with attempt, session_scope(self._sessions) as s:
+                profile = BotProfile.of(repo.ensure_bot(s, bot_id), self._settings)
+                stored = redact(message) if profile.redact_questions else message  # the model sees `message`
+                if conversation_id is None:
+                    conv = repo.create_conversation(
+                        s,
+                        bot_id,
+                        title=stored[:120],
+                        visitor_id=visitor_id,
+                        page_url=page_url,
+                        is_test=is_test,
+                    )
+                else:
+                    found = repo.get_conversation(s, bot_id, conversation_id)
+                    if found is None or (visitor_id is not None and found.visitor_id != visitor_id):
+                        raise ConversationNotFoundError(conversation_id)
+                    # the mode is read under the conversation's lock: a handoff cannot slip in between
+                    conv = repo.lock_conversation(s, bot_id, conversation_id)
+                history = repo.history(s, bot_id, conv.id)
+                visitor = repo.add_message(s, bot_id, conv.id, SenderType.VISITOR, stored)
+                self._record_message(s, conv, visitor)
+                moved = self._visitor_moves(s, conv, profile, message)
+                conv_id, visitor_message_id, owner_mode = conv.id, visitor.id, conv.owner_mode
         self._publish(conv_id)
 
         yield ChatEvent(
@@ -541,28 +543,29 @@ class ChatService:
         """Store the bot's message of a turn that did not finish, with ``progress``'s status and error
         (or mark the already stored one so); the message's id, or None when the database failed too."""
         try:
-            with session_scope(self._sessions) as s:
-                if progress.message_id is not None:
-                    repo.update_message(
-                        s, bot_id, progress.message_id, status=progress.status, error=progress.error
+            for attempt in retrying(self._settings.db_retry_s):
+                with attempt, session_scope(self._sessions) as s:
+                    if progress.message_id is not None:
+                        repo.update_message(
+                            s, bot_id, progress.message_id, status=progress.status, error=progress.error
+                        )
+                        return progress.message_id
+                    if repo.lock_conversation(s, bot_id, conv_id).owner_mode != OwnerMode.BOT:
+                        progress.superseded = True  # people took over: the bot's text is not their reply
+                        return None
+                    bot_msg = repo.add_message(
+                        s,
+                        bot_id,
+                        conv_id,
+                        SenderType.BOT,
+                        progress.answer,
+                        status=progress.status,
+                        error=progress.error,
+                        standalone_query=progress.mask(progress.standalone),
+                        model=_answering_model(progress.llm, progress.configured_model),
+                        latency_ms=(time.perf_counter() - started) * 1000,
                     )
-                    return progress.message_id
-                if repo.lock_conversation(s, bot_id, conv_id).owner_mode != OwnerMode.BOT:
-                    progress.superseded = True  # people took over: the bot's text is not their reply
-                    return None
-                bot_msg = repo.add_message(
-                    s,
-                    bot_id,
-                    conv_id,
-                    SenderType.BOT,
-                    progress.answer,
-                    status=progress.status,
-                    error=progress.error,
-                    standalone_query=progress.mask(progress.standalone),
-                    model=_answering_model(progress.llm, progress.configured_model),
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                )
-                message_id = bot_msg.id
+                    message_id = bot_msg.id
         except Exception:
             log.exception("could not store the unfinished answer of conversation %s", conv_id)
             return None
@@ -711,43 +714,52 @@ class ChatService:
         grounded = status is MessageStatus.COMPLETE and bool(citations)
         latency_ms = (time.perf_counter() - started) * 1000
         moved: Moved | None = None
-        with session_scope(self._sessions) as s:
-            # Under the conversation's lock: a handoff that landed while this answer was generated wins,
-            # and the answer is not stored as the bot's reply.
-            conv = repo.lock_conversation(s, bot_id, conv_id)
-            if conv.owner_mode == OwnerMode.BOT and tool_reason is not None and not answer:
-                moved = move(s, conv, Action.REQUEST, reason=Reason.LLM_TOOL, actor="bot", note=tool_reason)
-            elif conv.owner_mode == OwnerMode.BOT:
-                bot_msg = repo.add_message(
-                    s,
-                    bot_id,
-                    conv_id,
-                    SenderType.BOT,
-                    answer,
-                    status=status,
-                    error=error,
-                    standalone_query=progress.mask(standalone),
-                    model=_answering_model(llm, profile.llm_model),
-                    latency_ms=latency_ms,
-                    first_token_ms=progress.first_token_ms,
-                    usage=getattr(llm, "last_usage", None),
-                )
-                bot_msg.grounded, bot_msg.answer_kind = grounded, kind
-                repo.add_citations(s, bot_id, bot_msg.id, citations)
-                repo.add_retrieval_log(
-                    s, bot_id, bot_msg.id, progress.mask(standalone), hits, {c.chunk.id for c in citations}
-                )
-                self._record_message(s, conv, bot_msg)
-                if tool_reason is not None:
+        for attempt in retrying(self._settings.db_retry_s):
+            with attempt, session_scope(self._sessions) as s:
+                progress.message_id, moved = None, None  # a retried attempt starts over
+                # Under the conversation's lock: a handoff that landed while this answer was generated wins,
+                # and the answer is not stored as the bot's reply.
+                conv = repo.lock_conversation(s, bot_id, conv_id)
+                if conv.owner_mode == OwnerMode.BOT and tool_reason is not None and not answer:
                     moved = move(
                         s, conv, Action.REQUEST, reason=Reason.LLM_TOOL, actor="bot", note=tool_reason
                     )
-                elif error_code != SERVER_SHUTTING_DOWN:  # a restart says nothing of the bot or the LLM
-                    moved = self._after_answer(
-                        s, conv, profile, grounded=grounded, failed=status is MessageStatus.FAILED
+                elif conv.owner_mode == OwnerMode.BOT:
+                    bot_msg = repo.add_message(
+                        s,
+                        bot_id,
+                        conv_id,
+                        SenderType.BOT,
+                        answer,
+                        status=status,
+                        error=error,
+                        standalone_query=progress.mask(standalone),
+                        model=_answering_model(llm, profile.llm_model),
+                        latency_ms=latency_ms,
+                        first_token_ms=progress.first_token_ms,
+                        usage=getattr(llm, "last_usage", None),
                     )
-                progress.message_id = bot_msg.id
-            owner_mode = conv.owner_mode
+                    bot_msg.grounded, bot_msg.answer_kind = grounded, kind
+                    repo.add_citations(s, bot_id, bot_msg.id, citations)
+                    repo.add_retrieval_log(
+                        s,
+                        bot_id,
+                        bot_msg.id,
+                        progress.mask(standalone),
+                        hits,
+                        {c.chunk.id for c in citations},
+                    )
+                    self._record_message(s, conv, bot_msg)
+                    if tool_reason is not None:
+                        moved = move(
+                            s, conv, Action.REQUEST, reason=Reason.LLM_TOOL, actor="bot", note=tool_reason
+                        )
+                    elif error_code != SERVER_SHUTTING_DOWN:  # a restart says nothing of the bot or the LLM
+                        moved = self._after_answer(
+                            s, conv, profile, grounded=grounded, failed=status is MessageStatus.FAILED
+                        )
+                    progress.message_id = bot_msg.id
+                owner_mode = conv.owner_mode
         self._publish(conv_id)
         if progress.message_id is None and moved is None:
             progress.superseded = True
@@ -846,9 +858,19 @@ class ChatService:
 
     # ------------------------------------------------------------------ handoff hooks
     def _owner_mode(self, bot_id: str, conv_id: str) -> str:
-        with session_scope(self._sessions) as s:
-            conv = repo.get_conversation(s, bot_id, conv_id)
-            return conv.owner_mode if conv is not None else OwnerMode.BOT.value
+        """Who owns the conversation now; while the database is unreachable, still the bot (the check
+        runs again a moment later, and the answer's store waits for the database)."""
+        try:
+            with session_scope(self._sessions) as s:
+                conv = repo.get_conversation(s, bot_id, conv_id)
+                return conv.owner_mode if conv is not None else OwnerMode.BOT.value
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning(
+                "could not read who owns conversation %s (database unavailable); answering on", conv_id
+            )
+            return OwnerMode.BOT.value
 
     def _record_message(self, session: Session, conv: Conversation, message: Message) -> None:
         """Every message reaches the conversation's live stream (agents watch it) and the webhooks."""
@@ -913,31 +935,33 @@ class ChatService:
         top_score = hits[0].dense_score if hits else None
         lead_form_offered = False
         moved: Moved | None = None
-        with session_scope(self._sessions) as s:
-            conv = repo.lock_conversation(s, bot_id, conv_id)
-            if conv.owner_mode == OwnerMode.BOT:
-                bot_msg = repo.add_message(
-                    s,
-                    bot_id,
-                    conv_id,
-                    SenderType.BOT,
-                    text,
-                    status=MessageStatus.REFUSED,
-                    standalone_query=progress.mask(standalone),
-                    model=_answering_model(progress.llm, profile.llm_model) if after_llm else None,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                    first_token_ms=(time.perf_counter() - started) * 1000,
-                )
-                bot_msg.grounded, bot_msg.answer_kind = False, DECLINED
-                repo.add_retrieval_log(s, bot_id, bot_msg.id, progress.mask(standalone), hits, set())
-                repo.record_unanswered(s, bot_id, conv_id, bot_msg.id, progress.mask(question), top_score)
-                self._record_message(s, conv, bot_msg)
-                moved = self._after_answer(s, conv, profile, grounded=False, failed=False)
-                if moved is None and not profile.handoff_enabled and profile.lead_form is not None:
-                    offer_lead_form(s, conv, profile.lead_form, "declined")
-                    lead_form_offered = True
-                progress.message_id = bot_msg.id
-            owner_mode = conv.owner_mode
+        for attempt in retrying(self._settings.db_retry_s):
+            with attempt, session_scope(self._sessions) as s:
+                progress.message_id, moved, lead_form_offered = None, None, False  # a retry starts over
+                conv = repo.lock_conversation(s, bot_id, conv_id)
+                if conv.owner_mode == OwnerMode.BOT:
+                    bot_msg = repo.add_message(
+                        s,
+                        bot_id,
+                        conv_id,
+                        SenderType.BOT,
+                        text,
+                        status=MessageStatus.REFUSED,
+                        standalone_query=progress.mask(standalone),
+                        model=_answering_model(progress.llm, profile.llm_model) if after_llm else None,
+                        latency_ms=(time.perf_counter() - started) * 1000,
+                        first_token_ms=(time.perf_counter() - started) * 1000,
+                    )
+                    bot_msg.grounded, bot_msg.answer_kind = False, DECLINED
+                    repo.add_retrieval_log(s, bot_id, bot_msg.id, progress.mask(standalone), hits, set())
+                    repo.record_unanswered(s, bot_id, conv_id, bot_msg.id, progress.mask(question), top_score)
+                    self._record_message(s, conv, bot_msg)
+                    moved = self._after_answer(s, conv, profile, grounded=False, failed=False)
+                    if moved is None and not profile.handoff_enabled and profile.lead_form is not None:
+                        offer_lead_form(s, conv, profile.lead_form, "declined")
+                        lead_form_offered = True
+                    progress.message_id = bot_msg.id
+                owner_mode = conv.owner_mode
         self._publish(conv_id)
         if progress.message_id is None:
             progress.superseded = True
