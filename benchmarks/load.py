@@ -20,10 +20,24 @@ follow-up included, as the ``done`` event's ``timings`` report it) and ragbot's 
 it, the LLM asked directly once a second during the run (its own first token on this machine under this
 load); answers per second. ``--json PATH`` keeps the figures and every turn.
 
+Where ragbot's own share goes is split as the ``done`` event's ``timings`` report it: storing the visitor's
+message, retrieval, and the time the grounding gate held the LLM's text (``--grounding verify``: a sentence is
+shown once its citations support it; llm-katan's echo never reads as a supported sentence, so there the whole
+answer is held and an extractive answer follows). ``ragbot serve``'s CPU use is printed beside.
+
+Faults: ``--fault-stop CMD`` runs a shell command ``--fault-at`` seconds in (default: half-way) and
+``--fault-start CMD`` ``--fault-down`` seconds later; turns sent before, during and after are counted apart
+(after it cleared, every turn should be answered again without restarting ragbot). ``--repeat N`` runs N times
+(a fresh ragbot each) and prints the medians; ``--side-by-side`` alternates embedded and ``--database-url``.
+
     python benchmarks/load.py --visitors 50 --interval 10 --duration 90
-    python benchmarks/load.py --visitors 50 --interval 10 --duration 90 \\
+    python benchmarks/load.py --visitors 50 --interval 10 --duration 90 --repeat 3 --side-by-side \\
         --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
-    python benchmarks/load.py --visitors 16 --interval 0 --duration 30      # capacity
+    python benchmarks/load.py --visitors 16 --interval 0 --duration 40      # capacity
+    python benchmarks/load.py ... --database-url ... --fault-stop 'pg_ctlcluster 15 main restart'
+    python benchmarks/load.py ... --redis-url redis://127.0.0.1:6379/0 \\
+        --fault-stop 'redis-cli shutdown nosave' --fault-start 'redis-server --daemonize yes' --fault-down 5
+    python benchmarks/load.py ... --katan-flag=--error-rate=0.3            # the LLM failing 30% of calls
     python benchmarks/load.py ... --py-spy /tmp/pyspy/bin/py-spy --profile-out load.svg
 """
 
@@ -629,12 +643,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--py-spy", default=None, help="A py-spy executable: profile ragbot serve during the run."
     )
     parser.add_argument("--profile-out", type=Path, default=Path("load-profile.txt"))
+    parser.add_argument("--repeat", type=int, default=1, help="Runs (a fresh ragbot each); medians printed.")
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="Alternate embedded and --database-url runs (each --repeat times) and compare their medians.",
+    )
     args = parser.parse_args(argv)
+    if args.side_by_side and not args.database_url:
+        parser.error("--side-by-side needs --database-url (the PostgreSQL server to compare with)")
 
+    servers: list[str | None] = [None, args.database_url] if args.side_by_side else [args.database_url]
+    runs: list[dict[str, Any]] = []
+    for round_ in range(args.repeat):
+        for server in servers:  # interleaved, so a noisy minute on a shared machine hits both alike
+            if args.repeat > 1:
+                print(f"--- run {round_ + 1} of {args.repeat}", flush=True)
+            runs.append(run_once(args, server))
+    if args.repeat > 1 or len(servers) > 1:
+        print_medians(runs)
+    if args.json:
+        document = runs[0] if len(runs) == 1 else {"runs": runs, "medians": medians(runs)}
+        args.json.write_text(json.dumps(document, indent=1))
+    return 0 if all(run["lost"] == 0 for run in runs) else 1
+
+
+def run_once(args: argparse.Namespace, server: str | None) -> dict[str, Any]:
+    """One run against a fresh ``ragbot serve``: embedded, or on a fresh schema of ``server``."""
     work = Path(tempfile.mkdtemp(prefix="ragbot-load-"))
     katan_flags = [*katan_pacing(args.ttft_ms, args.chunk_delay_ms), *args.katan_flag]
-    with KatanServer(*katan_flags, log_dir=work) as katan, _database(args.database_url, work) as database_url:
-        env = _env(work / "data", database_url if args.database_url else None, katan, args)
+    with KatanServer(*katan_flags, log_dir=work) as katan, _database(server, work) as database_url:
+        env = _env(work / "data", database_url if server else None, katan, args)
         ingest(env, work)
         serve = Serve(env, work / "serve.log")
         profiler: subprocess.Popen[bytes] | None = None
@@ -669,21 +708,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     if fault is not None:
         summary["fault"] = fault_figures(plan.turns, stored, fault, started)
     summary["machine_cores"] = os.cpu_count()
-    backend = "PostgreSQL" if args.database_url else "SQLite + Qdrant Edge"
+    summary["backend"] = "PostgreSQL" if server else "SQLite + Qdrant Edge"
     title = (
         f"ragbot load: {args.visitors} visitors, a message every {args.interval:g} s each "
         f"for {args.duration:g} s "
-        f"({args.follow_ups} follow-ups a conversation), {backend}, grounding {args.grounding}; "
+        f"({args.follow_ups} follow-ups a conversation), {summary['backend']}, grounding {args.grounding}; "
         f"llm-katan echo, first token {args.ttft_ms} ms, {args.chunk_delay_ms} ms between chunks "
         f"{' '.join(args.katan_flag)}"
     )
     print_report(summary, title)
-    if args.json:
-        args.json.write_text(
-            json.dumps({"title": title, **summary, "turns": [asdict(t) for t in plan.turns]}, indent=1)
-        )
-    print(f"logs: {work}")
-    return 0 if summary["lost"] == 0 else 1
+    print(f"logs: {work}", flush=True)
+    return {"title": title, **summary, "turns": [asdict(t) for t in plan.turns]}
+
+
+#: The figures ``print_medians`` sets side by side: (label, key in the summary, percentile or None).
+MEDIAN_ROWS = (
+    ("messages sent", "sent", None),
+    ("stored", "stored", None),
+    ("answered", "answered", None),
+    ("failed with a clear error", "failed_clear", None),
+    ("lost", "lost", None),
+    ("time to first token p50 (ms)", "ttft_ms", "p50"),
+    ("time to first token p95 (ms)", "ttft_ms", "p95"),
+    ("time to first token p99 (ms)", "ttft_ms", "p99"),
+    ("  the LLM's share p50 (ms)", "llm_wait_ms", "p50"),
+    ("  ragbot's own share p50 (ms)", "ragbot_ms", "p50"),
+    ("  ragbot's own share p99 (ms)", "ragbot_ms", "p99"),
+    ("    storing the message p50 (ms)", "phase_setup_ms", "p50"),
+    ("    retrieval p50 (ms)", "phase_retrieval_ms", "p50"),
+    ("    held by grounding p50 (ms)", "phase_held_ms", "p50"),
+    ("answers per second", "answers_per_s", None),
+    ("ragbot serve CPU (cores)", "serve_cpu_cores", None),
+)
+
+
+def _figure(run: dict[str, Any], key: str, pct: str | None) -> float | None:
+    value = run.get(key)
+    if pct is not None:
+        value = value.get(pct) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def medians(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Per backend, the median over its runs of each ``MEDIAN_ROWS`` figure."""
+    out: dict[str, dict[str, float | None]] = {}
+    for backend in dict.fromkeys(run["backend"] for run in runs):
+        mine = [run for run in runs if run["backend"] == backend]
+        out[backend] = {}
+        for label, key, pct in MEDIAN_ROWS:
+            values = [v for v in (_figure(run, key, pct) for run in mine) if v is not None]
+            out[backend][label.strip()] = statistics.median(values) if values else None
+    return out
+
+
+def print_medians(runs: Sequence[dict[str, Any]]) -> None:
+    table = medians(runs)
+    backends = list(table)
+    counts = {b: sum(1 for run in runs if run["backend"] == b) for b in backends}
+    print(f"\nmedians ({', '.join(f'{b}: {counts[b]} runs' for b in backends)})")
+    print(f"{'':<36}" + "".join(f"{b:>22}" for b in backends))
+    for label, _, _ in MEDIAN_ROWS:
+        cells = []
+        for b in backends:
+            v = table[b][label.strip()]
+            cells.append(f"{'n/a' if v is None else (f'{v:.2f}' if abs(v) < 10 else f'{v:.0f}'):>22}")
+        print(f"{label:<36}" + "".join(cells))
 
 
 @contextmanager

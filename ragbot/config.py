@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     sparse_max_length: int = 256
     dense_max_length: int = 256
     encode_batch_size: int = 32
+    gc_freeze: bool = Field(
+        default=True,
+        description=(
+            "ragbot serve: after loading the models, take everything alive out of Python's garbage "
+            "collector's sight (gc.freeze), so its full collections stop pausing every request for a second "
+            "(ragbot.observability.gc_pauses)."
+        ),
+    )
     torch_threads: int | None = None
     dense_query_prefix: str = Field(
         default="", description='Instruction for e5/bge-style models, e.g. "query: ".'

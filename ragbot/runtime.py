@@ -6,8 +6,9 @@ Commands and the API share it, so the same settings pick the same engines everyw
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ragbot.config import Settings, get_settings
 
@@ -305,7 +306,24 @@ class Runtime:
             self.session_factory,
             self.settings,
             schedules=self.schedules,
+            reports=self._build_report,
             run_locally=self.settings.api_runs_jobs,
+        )
+
+    def _build_report(self, bot_id: str, spec: Mapping[str, Any]) -> str:
+        """An analytics report job's HTML (``ragbot.analytics.report``), from the job's spec."""
+        from ragbot.analytics.report import build_report
+        from ragbot.analytics.windows import parse_window
+        from ragbot.db.models import utcnow
+
+        window = parse_window(str(spec["since"]), str(spec["until"]), utcnow())
+        base_url = spec.get("base_url")
+        return build_report(
+            self,
+            bot_id,
+            window,
+            base_url=str(base_url) if base_url else None,
+            limit=int(spec.get("limit", 20)),
         )
 
     @cached_property

@@ -36,6 +36,7 @@ from ragbot.api.routes import (
 from ragbot.api.shutdown import drain_on_signals
 from ragbot.config import Settings, get_settings
 from ragbot.handoff.inbox import routes as inbox_routes
+from ragbot.observability.gc_pauses import freeze_startup_heap, watch_pauses
 from ragbot.observability.middleware import ObservabilityMiddleware
 from ragbot.runtime import Runtime
 from ragbot.widget import routes as widget_routes
@@ -62,6 +63,9 @@ def create_app(
             warm_up = getattr(rt.llm, "warm_up", None)
             if callable(warm_up):
                 warm_up()
+            watch_pauses()
+            if rt.settings.gc_freeze:
+                freeze_startup_heap()  # the models stay loaded for the process's life: no need to walk them
             rt.background.start()  # jobs, webhook deliveries, handoff timers; `ragbot worker` runs more
         try:
             yield

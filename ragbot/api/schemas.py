@@ -135,6 +135,7 @@ class JobOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     attempts: int = Field(default=0, description="Runs started so far (a crashed worker's job runs again).")
+    kind: str = Field(default="ingest", description="ingest (a crawl or a path) | upload | report")
 
 
 class ErrorBody(BaseModel):

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from ragbot.db.models import IngestJob, JobFile, Source
+from ragbot.db.models import IngestJob, JobFile, JobOutput, Source
 
 __all__ = [
     "ACTIVE",
@@ -197,9 +197,10 @@ def finish(
     report: dict[str, Any] | None,
     error: str | None,
     now: datetime,
+    output: StoredFile | None = None,
 ) -> bool:
-    """Record the outcome (succeeded or failed) and drop the job's files; False (nothing written) when
-    the claim was lost meanwhile."""
+    """Record the outcome (succeeded or failed), keep ``output`` (what the job produced, for download)
+    and drop the job's input files; False (nothing written) when the claim was lost meanwhile."""
     values: dict[str, Any] = {
         "status": status,
         "error": error,
@@ -220,7 +221,27 @@ def finish(
     if _rowcount(result) == 0:
         return False
     session.execute(delete(JobFile).where(JobFile.job_id == claim.job_id))
+    if output is not None:
+        session.execute(delete(JobOutput).where(JobOutput.job_id == claim.job_id))  # one, however many runs
+        session.add(
+            JobOutput(
+                job_id=claim.job_id,
+                bot_id=claim.bot_id,
+                filename=output.filename,
+                content_type=output.content_type or "application/octet-stream",
+                data=output.data,
+                created_at=now,
+            )
+        )
     return True
+
+
+def load_output(session: Session, bot_id: str, job_id: str) -> StoredFile | None:
+    """What the job produced, if it finished with an output (scoped to its bot)."""
+    row = session.get(JobOutput, job_id)
+    if row is None or row.bot_id != bot_id:
+        return None
+    return StoredFile(row.filename, row.content_type, row.data)
 
 
 def retry_later(session: Session, claim: Claim, *, run_after: datetime, error: str, now: datetime) -> bool:

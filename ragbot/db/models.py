@@ -359,6 +359,20 @@ class IngestJob(Base):
     scheduled_for: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class JobOutput(Base):
+    """What a finished job produced for download (an analytics report's HTML): written in the same
+    transaction that marks the job succeeded, so a re-run job leaves one output."""
+
+    __tablename__ = "job_outputs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("ingest_jobs.id", ondelete="CASCADE"), primary_key=True)
+    bot_id: Mapped[str] = mapped_column(ForeignKey("bots.id"), index=True)
+    filename: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(200))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class JobFile(Base):
     """A file uploaded with an ingest job, kept in the database until the job ends so that whichever
     worker runs (or re-runs) the job can read it."""
@@ -509,3 +523,5 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the request that caused the event: its id is on the delivery's log lines too
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)

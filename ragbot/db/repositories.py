@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, CursorResult, String, and_, delete, func, or_, select, update
+from sqlalchemy import CursorResult, String, and_, delete, func, or_, select, update
 from sqlalchemy.orm import DeclarativeBase, Session, selectinload
 
 from ragbot.db.models import (
@@ -171,9 +171,9 @@ is_storable = _is_storable
 def _one_for_bot(session: Session, model: type[_Row], bot_id: str, row_id: str) -> _Row | None:
     if not (_is_storable(bot_id) and _is_storable(row_id)):
         return None  # no row can have such an id, and PostgreSQL would refuse the query
-    id_col: ColumnElement[Any] = model.id  # type: ignore[attr-defined]
-    bot_col: ColumnElement[Any] = model.bot_id  # type: ignore[attr-defined]
-    return session.scalars(select(model).where(id_col == row_id, bot_col == bot_id)).one_or_none()
+    # By primary key: a row this session already holds (a message it just added) costs no round trip.
+    row = session.get(model, row_id)
+    return row if row is not None and row.bot_id == bot_id else None  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- bots and conversations

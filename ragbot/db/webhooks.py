@@ -48,6 +48,7 @@ class Claim:
     url: str
     secret: str
     lease_until: datetime
+    request_id: str | None = None  # the request that caused the event
 
 
 def add_subscription(
@@ -184,12 +185,13 @@ def claim_due(
                 WebhookDelivery.event_type,
                 WebhookDelivery.payload,
                 WebhookDelivery.attempts,
+                WebhookDelivery.request_id,
             )
             .execution_options(synchronize_session=False)
         ).one_or_none()
         if taken is None:
             continue  # another worker got there first
-        bot_id, event_type, payload, attempt = taken
+        bot_id, event_type, payload, attempt, request_id = taken
         claims.append(
             Claim(
                 delivery_id=delivery_id,
@@ -200,6 +202,7 @@ def claim_due(
                 url=url,
                 secret=secret,
                 lease_until=lease_until,
+                request_id=request_id,
             )
         )
     return claims

@@ -107,6 +107,12 @@ WEBHOOK_ATTEMPTS = Counter(
     ["outcome"],
 )
 JOBS = Counter("ragbot_jobs", "Background jobs finished, by kind and outcome.", ["kind", "outcome"])
+GC_PAUSE = Histogram(
+    "ragbot_gc_pause_seconds",
+    "Python's cyclic garbage collector: how long each collection held the interpreter, by generation.",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 
 
 def multiprocess_enabled() -> bool:
@@ -172,6 +178,10 @@ def llm_call(seconds: float, outcome: str = "ok", *, first_token_s: float | None
 
 def webhook_attempt(outcome: str) -> None:
     WEBHOOK_ATTEMPTS.labels(outcome).inc()
+
+
+def gc_pause(generation: int, seconds: float) -> None:
+    GC_PAUSE.labels(str(generation)).observe(seconds)
 
 
 def job_finished(kind: str, outcome: str) -> None:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import threading
 from collections import defaultdict
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -157,19 +157,43 @@ class _RelayBus:
 
 
 class PostgresBus(_RelayBus):
-    """``NOTIFY ragbot_events, '<conversation id>'``; one ``LISTEN`` connection per process."""
+    """``NOTIFY ragbot_events, '<conversation id>'``; one ``LISTEN`` connection per process, and one kept
+    open for sending.
+
+    Every visitor message publishes before its answer starts: a connection opened per ``NOTIFY`` (a new
+    server process each time) cost more than the rest of storing the message under load.
+    """
 
     name = "postgres"
 
     def __init__(self, conninfo: str) -> None:
         self._conninfo = conninfo
+        self._send_lock = threading.Lock()
+        self._sender: Any = None  # a psycopg connection, opened on the first publish
         super().__init__()
 
     def _send(self, conversation_id: str) -> None:
         import psycopg
 
-        with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=3) as conn:
-            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, conversation_id))
+        with self._send_lock:
+            for attempt in (1, 2):  # a connection the server closed (a restart) is replaced once
+                if self._sender is None or self._sender.closed:
+                    self._sender = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=3)
+                try:
+                    self._sender.execute("SELECT pg_notify(%s, %s)", (CHANNEL, conversation_id))
+                    return
+                except psycopg.OperationalError:
+                    self._sender.close()
+                    self._sender = None
+                    if attempt == 2:
+                        raise
+
+    def close(self) -> None:
+        super().close()
+        with self._send_lock:
+            if self._sender is not None:
+                self._sender.close()
+                self._sender = None
 
     def _listen(self) -> None:
         import psycopg

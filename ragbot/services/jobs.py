@@ -1,5 +1,5 @@
-"""Background ingest jobs: the API queues a crawl or an upload, answers with a job id at once, and clients
-poll it; workers run the queue.
+"""Background jobs: the API queues a crawl, an upload or an analytics report, answers with a job id at once,
+and clients poll it; workers run the queue.
 
 A job is a row of ``ingest_jobs`` holding what to run (the target and connector options; uploaded files
 wait in ``job_files``), so any worker can run it: ``ragbot worker`` processes, and in the embedded default
@@ -46,7 +46,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FAILED", "QUEUED", "RUNNING", "SUCCEEDED", "IngestJobs", "JobInterruptedError", "JobStatus"]
+__all__ = [
+    "FAILED",
+    "QUEUED",
+    "REPORT",
+    "RUNNING",
+    "SUCCEEDED",
+    "IngestJobs",
+    "JobInterruptedError",
+    "JobStatus",
+]
+
+#: The ``spec["kind"]`` of an analytics report job (ingest jobs have None or "upload").
+REPORT = "report"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +73,7 @@ class JobStatus:
     created_at: datetime
     updated_at: datetime
     attempts: int = 0
+    kind: str = "ingest"  # ingest | upload | report
 
     @property
     def finished(self) -> bool:
@@ -79,6 +92,7 @@ def _status(row: IngestJob) -> JobStatus:
         created_at=row.created_at,
         updated_at=row.updated_at,
         attempts=row.attempts or 0,
+        kind=str((row.spec or {}).get("kind") or "ingest"),
     )
 
 
@@ -102,6 +116,7 @@ class IngestJobs:
         settings: Settings,
         *,
         schedules: SourceSchedules | None = None,
+        reports: Callable[[str, Mapping[str, Any]], str] | None = None,
         run_locally: bool = True,
         progress_interval_s: float = 1.0,
         worker_name: str | None = None,
@@ -111,6 +126,7 @@ class IngestJobs:
         self._sessions = session_factory
         self._settings = settings
         self._schedules = schedules
+        self._reports = reports
         self._run_locally = run_locally
         self._interval = progress_interval_s
         self._worker = worker_name or default_worker_name()
@@ -139,6 +155,33 @@ class IngestJobs:
             "request_id": current_request_id(),  # the job's log lines carry the submitting request's id
         }
         files = [sql.StoredFile(u.filename, u.content_type, u.data) for u in uploads]
+        return self._enqueue(bot_id, target, spec, files)
+
+    def submit_report(
+        self, bot_id: str, since: datetime, until: datetime, *, limit: int = 20, base_url: str | None = None
+    ) -> JobStatus:
+        """Queue an analytics report (``ragbot.analytics.report``) over ``[since, until)``: it encodes
+        and clusters every question of the window, too much work for a request. The HTML is the job's
+        output (``output``) once it succeeded."""
+        spec: dict[str, Any] = {
+            "kind": REPORT,
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "limit": limit,
+            "base_url": base_url,
+            "request_id": current_request_id(),
+        }
+        target = f"analytics report {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC"
+        return self._enqueue(bot_id, target, spec, [])
+
+    def output(self, bot_id: str, job_id: str) -> sql.StoredFile | None:
+        """What a finished job produced (a report's HTML), or None."""
+        with self._sessions() as session:
+            return sql.load_output(session, bot_id, job_id)
+
+    def _enqueue(
+        self, bot_id: str, target: str, spec: dict[str, Any], files: list[sql.StoredFile]
+    ) -> JobStatus:
         with session_scope(self._sessions) as session:
             repo.ensure_bot(session, bot_id)  # insert-or-ignore: two first jobs of a new bot do not collide
             row = sql.enqueue(
@@ -269,6 +312,9 @@ class IngestJobs:
             self._run_claimed(claim)
 
     def _run_claimed(self, claim: sql.Claim) -> None:
+        if claim.spec.get("kind") == REPORT:
+            self._run_report(claim)
+            return
         if claim.attempt > 1:
             logger.info("ingest job %s: attempt %d", claim.job_id, claim.attempt)
         lost, done = threading.Event(), threading.Event()
@@ -326,6 +372,39 @@ class IngestJobs:
         if claim.spec.get("kind") != "upload" and not claim.spec.get("scheduled") and connector is not None:
             self._remember_options(claim, connector.scope)
 
+    def _run_report(self, claim: sql.Claim) -> None:
+        """Build the report and store it with the job's success, in one transaction: a worker killed on
+        the way leaves the job to the next one, which builds it again (one output either way)."""
+        if self._reports is None:
+            self._failed(claim, RuntimeError("this process cannot build analytics reports"), kind=REPORT)
+            return
+        lost, done = threading.Event(), threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(claim, lost, done), name="ragbot-job-lease", daemon=True
+        )
+        beat.start()
+        started = time.monotonic()
+        try:
+            html = self._reports(claim.bot_id, claim.spec)
+        except Exception as exc:
+            self._failed(claim, exc, kind=REPORT)
+            return
+        finally:
+            done.set()
+            beat.join()
+        data = html.encode("utf-8")
+        day = claim.spec.get("until", "")[:10]
+        output = sql.StoredFile(f"ragbot-report-{claim.bot_id}-{day}.html", "text/html; charset=utf-8", data)
+        summary = {"bytes": len(data), "elapsed_s": round(time.monotonic() - started, 3)}
+        if self._write(
+            sql.finish, claim, status=SUCCEEDED, processed=1, report=summary, error=None, output=output
+        ):
+            metrics.job_finished(REPORT, "succeeded")
+        else:
+            logger.warning(
+                "report job %s finished after losing its lease; another run records it", claim.job_id
+            )
+
     def _connector(self, claim: sql.Claim) -> Connector:
         from connectors.files import Upload, UploadConnector
         from ragbot.services.ingest import connector_for
@@ -347,12 +426,13 @@ class IngestJobs:
             metrics.job_finished("ingest", "released")
             logger.info("ingest job %s handed back unfinished: %s", claim.job_id, reason)
 
-    def _failed(self, claim: sql.Claim, exc: Exception) -> None:
+    def _failed(self, claim: sql.Claim, exc: Exception, kind: str = "ingest") -> None:
         error = f"{type(exc).__name__}: {exc}"[:2000]
         if claim.attempt < self._settings.job_max_attempts:
             delay = self._settings.job_retry_backoff_s * claim.attempt
             logger.warning(
-                "ingest job %s failed (attempt %d), retrying in %.0fs: %s",
+                "%s job %s failed (attempt %d), retrying in %.0fs: %s",
+                kind,
                 claim.job_id,
                 claim.attempt,
                 delay,
@@ -361,11 +441,11 @@ class IngestJobs:
             if self._write(
                 sql.retry_later, claim, run_after=self._clock() + timedelta(seconds=delay), error=error
             ):
-                metrics.job_finished("ingest", "retry")
+                metrics.job_finished(kind, "retry")
             return
-        logger.error("ingest job %s failed after %d attempts", claim.job_id, claim.attempt, exc_info=exc)
+        logger.error("%s job %s failed after %d attempts", kind, claim.job_id, claim.attempt, exc_info=exc)
         if self._write(sql.finish, claim, status=FAILED, processed=None, report=None, error=error):
-            metrics.job_finished("ingest", "failed")
+            metrics.job_finished(kind, "failed")
 
     def _write(self, op: Callable[..., bool], claim: sql.Claim, **values: Any) -> bool:
         """One claim-guarded write in its own transaction; False when the claim is no longer ours."""

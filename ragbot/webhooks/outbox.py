@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ragbot.db.models import WebhookDelivery, WebhookSubscription, utcnow
+from ragbot.observability.context import current_request_id
 
 __all__ = ["EVENT_TYPES", "enqueue", "new_delivery_id"]
 
@@ -58,6 +59,7 @@ def enqueue(session: Session, bot_id: str, event_type: str, data: dict[str, Any]
                 payload=payload,
                 next_attempt_at=now,
                 created_at=now,
+                request_id=current_request_id(),
             )
         )
         ids.append(delivery_id)

@@ -33,6 +33,7 @@ from ragbot.db import webhooks as sql
 from ragbot.db.models import utcnow
 from ragbot.db.session import session_scope
 from ragbot.observability import metrics
+from ragbot.observability.context import bound_request_id
 from ragbot.webhooks.service import refusal_message, webhook_http_client
 from ragbot.webhooks.signing import encode_body, signed_headers
 
@@ -199,9 +200,11 @@ class WebhookWorker:
             )
 
     def _attempt_safely(self, io: _Io, claim: sql.Claim) -> AttemptResult:
-        """One attempt whatever happens: a bug in one send must not lose the outcomes of the batch."""
+        """One attempt whatever happens: a bug in one send must not lose the outcomes of the batch. Its
+        log lines carry the id of the request that caused the event."""
         try:
-            return self._attempt(io, claim)
+            with bound_request_id(claim.request_id):
+                return self._attempt(io, claim)
         except Exception as exc:
             log.exception("webhook %s: sending failed unexpectedly", claim.delivery_id)
             return AttemptResult(False, None, f"internal error: {type(exc).__name__}: {exc}"[:500])

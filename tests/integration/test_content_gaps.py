@@ -30,6 +30,7 @@ from integration.katan import KatanServer
 
 from ragbot.analytics.topics import content_gaps, top_questions
 from ragbot.db.models import utcnow
+from ragbot.runtime import Runtime
 
 pytestmark = pytest.mark.integration
 
@@ -542,3 +543,44 @@ def test_report_route_serves_a_self_contained_page(traffic: Traffic) -> None:
         gaps = client.get("/v1/analytics/content-gaps", params={"since": "1h"}, headers=headers)
         assert gaps.status_code == 200, gaps.text
         assert traffic.majority(gaps.json()["items"][0]["conversation_ids"])[0] in MISSING
+
+
+def test_report_job_builds_the_report_off_the_request_path(traffic: Traffic) -> None:
+    from ragbot.api.app import create_app
+
+    # An API process that leaves jobs to workers (RAGBOT_API_RUNS_JOBS=false): the job waits in the queue.
+    api = Runtime(
+        traffic.runtime.settings.model_copy(update={"api_runs_jobs": False}),
+        engine=traffic.runtime.engine,
+        session_factory=traffic.runtime.session_factory,
+        sparse_encoder=traffic.runtime.sparse_encoder,
+        dense_encoder=traffic.runtime.dense_encoder,
+        index=traffic.runtime.index,
+    )
+    with TestClient(create_app(runtime=api, warmup=False)) as client:
+        assert client.post("/v1/analytics/reports", json={}).status_code == 401
+        headers = admin_headers(api, bot_id=traffic.bot_id)
+        queued = client.post("/v1/analytics/reports", json={"since": "1h", "limit": 5}, headers=headers)
+        assert queued.status_code == 202, queued.text
+        job = queued.json()
+        assert (job["kind"], job["status"]) == ("report", "queued")
+        assert client.get(f"/v1/analytics/reports/{job['id']}", headers=headers).status_code == 202
+        early = client.get(f"/v1/analytics/reports/{job['id']}/html", headers=headers)
+        assert early.status_code == 409 and early.json()["error"]["code"] == "report_not_ready"
+
+        assert traffic.runtime.jobs.run_once()  # a worker takes it
+
+        done = client.get(f"/v1/analytics/reports/{job['id']}", headers=headers)
+        assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
+        page = client.get(f"/v1/analytics/reports/{job['id']}/html", headers=headers)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert page.text.count("<svg") >= 3 and 'data-testid="content-gaps-table"' in page.text
+        assert done.json()["report"]["bytes"] == len(page.content)
+        # unknown ids, ingest jobs and other bots' jobs are not report jobs of this key
+        assert client.get("/v1/analytics/reports/nope", headers=headers).status_code == 404
+        ingest = api.jobs.submit(traffic.bot_id, "/nonexistent")
+        assert client.get(f"/v1/analytics/reports/{ingest.id}", headers=headers).status_code == 404
+        other = client.get(f"/v1/analytics/reports/{job['id']}", params={"bot_id": "x"}, headers=headers)
+        assert other.status_code == 403
+        bad = client.post("/v1/analytics/reports", json={"since": "yesterday-ish"}, headers=headers)
+        assert bad.status_code == 422

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ragbot.db import jobs as sql
 from ragbot.db import repositories as repo
-from ragbot.db.models import IngestJob, JobFile, Source, utcnow
+from ragbot.db.models import IngestJob, JobFile, JobOutput, Source, utcnow
 from ragbot.db.session import make_engine, make_session_factory, migrate, session_scope
 from ragbot.jobs.schedules import NotSchedulableError, SourceSchedules
 
@@ -88,6 +88,27 @@ def test_a_dead_workers_job_is_taken_over_and_its_late_writes_are_ignored(
     assert row.lease_token is None
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(JobFile)) == 0  # files go with a finished job
+
+
+def test_a_report_jobs_output_is_kept_once_and_only_for_its_bot(sessions: sessionmaker[Session]) -> None:
+    t0 = utcnow()
+    job_id = _enqueue(sessions, t0)
+    first = _claim(sessions, t0)
+    later = t0 + timedelta(seconds=LEASE_S + 1)
+    second = _claim(sessions, later, worker="w2")  # the first worker died building the report
+    html = sql.StoredFile("report.html", "text/html; charset=utf-8", "<html>é</html>".encode())
+    with session_scope(sessions) as s:
+        assert not sql.finish(
+            s, first, status=sql.SUCCEEDED, processed=1, report={}, error=None, now=later, output=html
+        )
+        assert sql.finish(
+            s, second, status=sql.SUCCEEDED, processed=1, report={}, error=None, now=later, output=html
+        )
+    with sessions() as s:
+        assert sql.load_output(s, BOT, job_id) == html
+        assert sql.load_output(s, "another-bot", job_id) is None
+        assert sql.load_output(s, BOT, "no-such-job") is None
+        assert s.scalar(select(func.count()).select_from(JobOutput)) == 1
 
 
 def test_retry_release_and_giving_up(sessions: sessionmaker[Session]) -> None:

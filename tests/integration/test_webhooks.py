@@ -34,6 +34,7 @@ from ragbot.config import Settings
 from ragbot.db import webhooks as sql
 from ragbot.db.models import WebhookDelivery, utcnow
 from ragbot.db.session import make_engine, make_session_factory, migrate, session_scope
+from ragbot.observability.context import bound_request_id, current_request_id
 from ragbot.runtime import Runtime
 from ragbot.tenancy.bots import BotService
 from ragbot.webhooks.outbox import EVENT_TYPES, enqueue
@@ -437,6 +438,23 @@ def test_network_errors_are_recorded_without_a_status_code(deployment: Deploymen
     assert row.status == "pending" and row.attempts == 1
     assert row.last_status_code is None and "connection refused" in (row.last_error or "")
     assert row.last_attempt_at is not None and row.next_attempt_at > row.last_attempt_at
+
+
+def test_a_delivery_logs_under_the_id_of_the_request_that_caused_it(deployment: Deployment) -> None:
+    seen: list[str | None] = []
+
+    def accept(request: httpx.Request) -> httpx.Response:
+        seen.append(current_request_id())
+        return httpx.Response(204)
+
+    resolver = StaticResolver({"hook.example": ["127.0.0.1"]})
+    deployment.service(resolver=resolver).create(BOT_A, "http://hook.example/in", ["handoff.requested"])
+    with bound_request_id("req-7f3a"):
+        (msg_id,) = deployment.enqueue(BOT_A, "handoff.requested", {"conversation_id": "c1"})
+    assert deployment.delivery(msg_id).request_id == "req-7f3a"
+    worker = deployment.worker(transport=httpx.MockTransport(accept), resolver=resolver)
+    assert worker.run_once() == 1
+    assert seen == ["req-7f3a"] and current_request_id() is None  # bound for the send, then restored
 
 
 # --------------------------------------------------------------------------- what is queued, and what is not

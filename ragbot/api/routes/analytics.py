@@ -9,17 +9,19 @@ import importlib
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ragbot.analytics import export, views
 from ragbot.analytics.windows import Window, WindowError, parse_window
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
-from ragbot.api.schemas import error_responses
+from ragbot.api.schemas import JobOut, error_responses
 from ragbot.db.models import utcnow
 from ragbot.runtime import Runtime
+from ragbot.services.jobs import REPORT, SUCCEEDED, JobStatus
 from ragbot.tenancy.deps import AdminDep, admin_bot_id
 from ragbot.tenancy.principals import AdminPrincipal
 
@@ -198,3 +200,82 @@ async def analytics_content_gaps(
 def _filename(bot_id: str) -> str:
     """The bot id as a safe file name part (ids may hold characters a header must not)."""
     return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "_" for ch in bot_id) or "bot"
+
+
+# --------------------------------------------------------------------------- reports, off the request path
+
+
+class ReportRequest(BaseModel):
+    bot_id: str | None = None
+    since: str | None = Field(default=None, description=_SINCE)
+    until: str | None = Field(default=None, description=_UNTIL)
+    limit: int = Field(default=20, ge=1, le=200, description="Topics and sources listed per section.")
+
+
+_REPORT_JOB = {
+    **error_responses(401, 403, 404, 422),
+    202: {"model": JobOut, "description": "Queued or running: poll it."},
+}
+
+
+def _report_job(runtime: Runtime, bot: str, job_id: str) -> JobStatus:
+    job = runtime.jobs.get(bot, job_id)
+    if job is None or job.kind != REPORT:
+        raise ApiError(404, "job_not_found", f"no report job with id {job_id!r}")
+    return job
+
+
+def _job_body(job: JobStatus) -> dict[str, Any]:
+    return JobOut.model_validate(job, from_attributes=True).model_dump(mode="json")
+
+
+@router.post("/reports", status_code=202, response_model=JobOut, responses=_REPORT_JOB)
+async def analytics_report_job(
+    body: ReportRequest, admin: AdminDep, runtime: RuntimeDep, request: Request
+) -> JSONResponse:
+    """Queue the analytics report (what ``ragbot report`` writes: summary, activity, top questions, content
+    gaps, sources, with charts) as a background job: it encodes and clusters every question of the
+    window, so a worker builds it. Poll ``GET /v1/analytics/reports/{id}``, then download
+    ``.../{id}/html``."""
+    bot, window = await run_in_threadpool(_scope, admin, body.bot_id, body.since, body.until, runtime)
+    base_url = str(request.base_url).rstrip("/")
+    job = await run_in_threadpool(
+        lambda: runtime.jobs.submit_report(
+            bot, window.since, window.until, limit=body.limit, base_url=base_url
+        )
+    )
+    return JSONResponse(status_code=202, content=_job_body(job))
+
+
+@router.get("/reports/{job_id}", response_model=JobOut, responses=_REPORT_JOB)
+async def analytics_report_status(
+    job_id: str, admin: AdminDep, runtime: RuntimeDep, bot_id: str | None = Query(default=None)
+) -> JSONResponse:
+    """A report job: 202 while queued or running, 200 once it succeeded or failed (``error`` says why)."""
+    bot = admin_bot_id(admin, bot_id, runtime)
+    job = await run_in_threadpool(_report_job, runtime, bot, job_id)
+    return JSONResponse(status_code=200 if job.finished else 202, content=_job_body(job))
+
+
+@router.get(
+    "/reports/{job_id}/html",
+    response_class=HTMLResponse,
+    responses={**error_responses(401, 403, 404, 409), 200: {"content": {"text/html": {}}}},
+)
+async def analytics_report_html(
+    job_id: str, admin: AdminDep, runtime: RuntimeDep, bot_id: str | None = Query(default=None)
+) -> Response:
+    """The finished report, one self-contained HTML file; 409 while the job has not succeeded."""
+    bot = admin_bot_id(admin, bot_id, runtime)
+    job = await run_in_threadpool(_report_job, runtime, bot, job_id)
+    output = await run_in_threadpool(runtime.jobs.output, bot, job_id) if job.status == SUCCEEDED else None
+    if output is None:
+        detail = f": {job.error}" if job.error else ""
+        raise ApiError(
+            409, "report_not_ready", f"the report job is {job.status}{detail}", job_status=job.status
+        )
+    return Response(
+        output.data,
+        media_type=output.content_type,
+        headers={"Content-Disposition": f'inline; filename="{output.filename}"'},
+    )

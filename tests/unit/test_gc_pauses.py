@@ -1,0 +1,30 @@
+"""The garbage collector's pauses are measured, and the start-up heap can be frozen out of its sight."""
+
+from __future__ import annotations
+
+import gc
+
+from prometheus_client import REGISTRY
+
+from ragbot.observability.gc_pauses import freeze_startup_heap, watch_pauses
+
+
+def _count(generation: str) -> float:
+    return REGISTRY.get_sample_value("ragbot_gc_pause_seconds_count", {"generation": generation}) or 0.0
+
+
+def test_each_collection_is_timed_once_per_process() -> None:
+    watch_pauses()
+    watch_pauses()  # a second call adds no second callback
+    before = _count("2")
+    gc.collect()
+    assert _count("2") == before + 1
+
+
+def test_freezing_takes_live_objects_out_of_later_collections() -> None:
+    try:
+        frozen = freeze_startup_heap()
+        assert frozen > 1000 and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
