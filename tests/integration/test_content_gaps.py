@@ -574,6 +574,7 @@ def test_report_job_builds_the_report_off_the_request_path(traffic: Traffic) -> 
         assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
         page = client.get(f"/v1/analytics/reports/{job['id']}/html", headers=headers)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "default-src 'none'" in page.headers["content-security-policy"]  # as the live report's
         assert page.text.count("<svg") >= 3 and 'data-testid="content-gaps-table"' in page.text
         assert done.json()["report"]["bytes"] == len(page.content)
         # unknown ids, ingest jobs and other bots' jobs are not report jobs of this key

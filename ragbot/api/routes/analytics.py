@@ -18,6 +18,7 @@ from ragbot.analytics import export, views
 from ragbot.analytics.windows import Window, WindowError, parse_window
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
+from ragbot.api.routes.report import HEADERS as REPORT_HEADERS
 from ragbot.api.schemas import JobOut, error_responses
 from ragbot.db.models import utcnow
 from ragbot.runtime import Runtime
@@ -260,7 +261,14 @@ async def analytics_report_status(
 @router.get(
     "/reports/{job_id}/html",
     response_class=HTMLResponse,
-    responses={**error_responses(401, 403, 404, 409), 200: {"content": {"text/html": {}}}},
+    responses={
+        200: {"content": {"text/html": {}}},
+        # errors are the API's JSON error body, not HTML: say so, or the route's HTML media type is assumed
+        **{
+            status: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+            for status in (401, 403, 404, 409, 422)
+        },
+    },
 )
 async def analytics_report_html(
     job_id: str, admin: AdminDep, runtime: RuntimeDep, bot_id: str | None = Query(default=None)
@@ -277,5 +285,5 @@ async def analytics_report_html(
     return Response(
         output.data,
         media_type=output.content_type,
-        headers={"Content-Disposition": f'inline; filename="{output.filename}"'},
+        headers={**REPORT_HEADERS, "Content-Disposition": f'inline; filename="{output.filename}"'},
     )

@@ -31,7 +31,7 @@ _CSP = (
     "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src data:; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'"
 )
-_HEADERS = {
+HEADERS = {  # also on the report downloaded from a report job (routes/analytics.py)
     "Content-Security-Policy": _CSP,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -68,7 +68,7 @@ async def analytics_report(
         stylesheet_href=f"{base_url}/v1/analytics/report.css",
         limit=limit,
     )
-    return HTMLResponse(html, headers=_HEADERS)
+    return HTMLResponse(html, headers=HEADERS)
 
 
 @router.get("/report.css", include_in_schema=False)
