@@ -21,7 +21,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -317,41 +318,34 @@ class IngestJobs:
             return
         if claim.attempt > 1:
             logger.info("ingest job %s: attempt %d", claim.job_id, claim.attempt)
-        lost, done = threading.Event(), threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat, args=(claim, lost, done), name="ragbot-job-lease", daemon=True
-        )
-        beat.start()
-        started = last_write = time.monotonic()
+        with self._leased(claim) as lost:
+            started = last_write = time.monotonic()
 
-        def on_progress(event: ProgressEvent) -> None:
-            nonlocal last_write
-            if lost.is_set():
-                raise JobInterruptedError("lost the job's lease")
-            if self._stop.is_set():
-                raise JobInterruptedError("the worker is stopping")
-            now = time.monotonic()
-            if now - last_write < self._interval:
+            def on_progress(event: ProgressEvent) -> None:
+                nonlocal last_write
+                if lost.is_set():
+                    raise JobInterruptedError("lost the job's lease")
+                if self._stop.is_set():
+                    raise JobInterruptedError("the worker is stopping")
+                now = time.monotonic()
+                if now - last_write < self._interval:
+                    return
+                last_write = now
+                report = _progress_report(event)
+                if not self._write(sql.save_progress, claim, processed=event.done, report=report):
+                    lost.set()
+
+            connector: Connector | None = None
+            try:
+                connector = self._connector(claim)
+                kind = "upload" if claim.spec.get("kind") == "upload" else None
+                report = self._service().ingest(claim.bot_id, connector, kind=kind, progress=on_progress)
+            except JobInterruptedError as exc:
+                self._interrupted(claim, lost, str(exc))
                 return
-            last_write = now
-            report = _progress_report(event)
-            if not self._write(sql.save_progress, claim, processed=event.done, report=report):
-                lost.set()
-
-        connector: Connector | None = None
-        try:
-            connector = self._connector(claim)
-            kind = "upload" if claim.spec.get("kind") == "upload" else None
-            report = self._service().ingest(claim.bot_id, connector, kind=kind, progress=on_progress)
-        except JobInterruptedError as exc:
-            self._interrupted(claim, lost, str(exc))
-            return
-        except Exception as exc:
-            self._failed(claim, exc)
-            return
-        finally:
-            done.set()
-            beat.join()
+            except Exception as exc:
+                self._failed(claim, exc)
+                return
         count = report.added + report.updated + report.unchanged + report.removed + report.failed
         elapsed = time.monotonic() - started
         final = ProgressEvent(count, count, elapsed, count / elapsed if elapsed > 0 else 0.0, report)
@@ -378,20 +372,13 @@ class IngestJobs:
         if self._reports is None:
             self._failed(claim, RuntimeError("this process cannot build analytics reports"), kind=REPORT)
             return
-        lost, done = threading.Event(), threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat, args=(claim, lost, done), name="ragbot-job-lease", daemon=True
-        )
-        beat.start()
         started = time.monotonic()
-        try:
-            html = self._reports(claim.bot_id, claim.spec)
-        except Exception as exc:
-            self._failed(claim, exc, kind=REPORT)
-            return
-        finally:
-            done.set()
-            beat.join()
+        with self._leased(claim):
+            try:
+                html = self._reports(claim.bot_id, claim.spec)
+            except Exception as exc:
+                self._failed(claim, exc, kind=REPORT)
+                return
         data = html.encode("utf-8")
         day = claim.spec.get("until", "")[:10]
         output = sql.StoredFile(f"ragbot-report-{claim.bot_id}-{day}.html", "text/html; charset=utf-8", data)
@@ -451,6 +438,21 @@ class IngestJobs:
         """One claim-guarded write in its own transaction; False when the claim is no longer ours."""
         with session_scope(self._sessions) as session:
             return op(session, claim, now=self._clock(), **values)
+
+    @contextmanager
+    def _leased(self, claim: sql.Claim) -> Iterator[threading.Event]:
+        """Run a block while a heartbeat thread renews the claim's lease; the event yielded is set once
+        the lease was lost (another worker took the job over)."""
+        lost, done = threading.Event(), threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat, args=(claim, lost, done), name="ragbot-job-lease", daemon=True
+        )
+        beat.start()
+        try:
+            yield lost
+        finally:
+            done.set()
+            beat.join()
 
     def _heartbeat(self, claim: sql.Claim, lost: threading.Event, done: threading.Event) -> None:
         """Renew the lease every third of it while the job runs; note when it was lost."""

@@ -9,13 +9,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from fixtures.database import migrated_sessions
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ragbot.db import jobs as sql
 from ragbot.db import repositories as repo
 from ragbot.db.models import IngestJob, JobFile, JobOutput, Source, utcnow
-from ragbot.db.session import make_engine, make_session_factory, migrate, session_scope
+from ragbot.db.session import session_scope
 from ragbot.jobs.schedules import NotSchedulableError, SourceSchedules
 
 pytestmark = pytest.mark.integration
@@ -26,13 +27,8 @@ LEASE_S = 30.0
 
 @pytest.fixture
 def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    factory = make_session_factory(engine)
-    with session_scope(factory) as s:
-        repo.ensure_bot(s, BOT)
-    yield factory
-    engine.dispose()
+    with migrated_sessions(database_url, BOT) as factory:
+        yield factory
 
 
 def _enqueue(sessions: sessionmaker[Session], now: datetime, **kw: Any) -> str:

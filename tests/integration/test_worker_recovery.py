@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from fixtures.database import migrated_sessions
 from fixtures.site import FixtureSite
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -94,13 +95,8 @@ class Worker:
 
 @pytest.fixture
 def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    factory = make_session_factory(engine)
-    with session_scope(factory) as s:
-        repo.ensure_bot(s, BOT)
-    yield factory
-    engine.dispose()
+    with migrated_sessions(database_url, BOT) as factory:
+        yield factory
 
 
 @pytest.fixture

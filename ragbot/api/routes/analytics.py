@@ -19,6 +19,8 @@ from ragbot.analytics.windows import Window, WindowError, parse_window
 from ragbot.api.deps import RuntimeDep
 from ragbot.api.errors import ApiError
 from ragbot.api.routes.report import HEADERS as REPORT_HEADERS
+from ragbot.api.routes.report import html_responses
+from ragbot.api.routes.sources import job_response
 from ragbot.api.schemas import JobOut, error_responses
 from ragbot.db.models import utcnow
 from ragbot.runtime import Runtime
@@ -226,10 +228,6 @@ def _report_job(runtime: Runtime, bot: str, job_id: str) -> JobStatus:
     return job
 
 
-def _job_body(job: JobStatus) -> dict[str, Any]:
-    return JobOut.model_validate(job, from_attributes=True).model_dump(mode="json")
-
-
 @router.post("/reports", status_code=202, response_model=JobOut, responses=_REPORT_JOB)
 async def analytics_report_job(
     body: ReportRequest, admin: AdminDep, runtime: RuntimeDep, request: Request
@@ -245,7 +243,7 @@ async def analytics_report_job(
             bot, window.since, window.until, limit=body.limit, base_url=base_url
         )
     )
-    return JSONResponse(status_code=202, content=_job_body(job))
+    return job_response(job)  # 202: queued
 
 
 @router.get("/reports/{job_id}", response_model=JobOut, responses=_REPORT_JOB)
@@ -255,20 +253,13 @@ async def analytics_report_status(
     """A report job: 202 while queued or running, 200 once it succeeded or failed (``error`` says why)."""
     bot = admin_bot_id(admin, bot_id, runtime)
     job = await run_in_threadpool(_report_job, runtime, bot, job_id)
-    return JSONResponse(status_code=200 if job.finished else 202, content=_job_body(job))
+    return job_response(job)
 
 
 @router.get(
     "/reports/{job_id}/html",
     response_class=HTMLResponse,
-    responses={
-        200: {"content": {"text/html": {}}},
-        # errors are the API's JSON error body, not HTML: say so, or the route's HTML media type is assumed
-        **{
-            status: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
-            for status in (401, 403, 404, 409, 422)
-        },
-    },
+    responses=html_responses(401, 403, 404, 409, 422),
 )
 async def analytics_report_html(
     job_id: str, admin: AdminDep, runtime: RuntimeDep, bot_id: str | None = Query(default=None)

@@ -18,14 +18,20 @@ from ragbot.tenancy.deps import AdminDep, admin_bot_id
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/html": {}}},
-    # Errors are the API's JSON error body, not HTML: say so, or the route's HTML media type is assumed.
-    **{
-        status: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
-        for status in (401, 403, 404, 422)
-    },
-}
+
+def html_responses(*error_statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a route answering HTML: its errors are the API's JSON error body, not
+    HTML; say so, or the route's HTML media type is assumed for them too."""
+    return {
+        200: {"content": {"text/html": {}}},
+        **{
+            status: {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+            for status in error_statuses
+        },
+    }
+
+
+_ERRORS = html_responses(401, 403, 404, 422)
 #: The page runs no script and loads nothing but its own stylesheet: charts are inline SVG.
 _CSP = (
     "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src data:; base-uri 'none'; "

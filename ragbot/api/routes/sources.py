@@ -52,7 +52,8 @@ _OPENAPI_BODY: dict[str, Any] = {
 }
 
 
-def _job_response(job: Any, finished_code: int = 200) -> JSONResponse:
+def job_response(job: Any, finished_code: int = 200) -> JSONResponse:
+    """A job as ``JobOut``: 202 while it is queued or running, ``finished_code`` once it ended."""
     body = JobOut.model_validate(job, from_attributes=True).model_dump(mode="json")
     return JSONResponse(status_code=finished_code if job.finished else 202, content=body)
 
@@ -159,7 +160,7 @@ async def create_source(
         job = await run_in_threadpool(_submit_target, runtime, body, bot_id)
     if wait > 0:
         job = await _wait_for(runtime, job, wait)
-    return _job_response(job)
+    return job_response(job)
 
 
 async def _wait_for(runtime: Runtime, job: Any, timeout_s: float) -> Any:
@@ -229,7 +230,7 @@ def read_job(
     job = runtime.jobs.get(admin_bot_id(admin, bot_id, runtime), job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no ingest job with id {job_id!r}")
-    return _job_response(job)
+    return job_response(job)
 
 
 # --------------------------------------------------------------------------- sources and schedules
