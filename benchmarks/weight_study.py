@@ -38,9 +38,11 @@ def _grid() -> np.ndarray:
 
 
 class Prepared:
-    """Per query: the union's standardised exact scores (n x 3) and gains, for fast replays."""
+    """Per query: the union's exact scores and standardised ones (n x 3) and gains, for fast replays."""
 
     def __init__(self, qviews: Sequence[fs.QueryView], qrels: dict[str, dict[str, int]], qids: list[str]):
+        self.texts = [v.text for v in qviews]
+        self.exact: list[np.ndarray] = []
         self.z: list[np.ndarray] = []
         self.ids: list[list[str]] = []
         self.qrels = [qrels[q] for q in qids]
@@ -59,6 +61,7 @@ class Prepared:
                     for r in rows
                 ]
             )
+            self.exact.append(exact)
             z = np.zeros_like(exact)
             for c, ranked in enumerate(lists):
                 xs = np.array([x for _, x in ranked])
@@ -77,6 +80,45 @@ class Prepared:
             for g in range(len(weights)):
                 total[g] += ndcg_at([ids[i] for i in order[:, g]], rel, 10)
         return total / len(self.z)
+
+    def ndcg_per_query(self, weights: np.ndarray, scales: np.ndarray | None = None) -> float:
+        """Mean nDCG@10 with one weight row per query; ``scales`` (one per retriever) divide the exact
+        scores in place of each query's own spread, as ``fusion.zscore_exact`` does with learned scales."""
+        total = 0.0
+        for q, (ids, rel) in enumerate(zip(self.ids, self.qrels, strict=True)):
+            z = self.z[q] if scales is None else self.exact[q] / scales
+            order = np.argsort(-(z @ weights[q]), kind="stable")[:10]
+            total += ndcg_at([ids[i] for i in order], rel, 10)
+        return total / len(self.z)
+
+    def usual_scales(self, depth: int = fusion.SCALE_DEPTH) -> np.ndarray:
+        """Each retriever's spread over the first ``depth`` scores of every query's list (the product's
+        ``Totals.scales``)."""
+        return np.array([np.concatenate([xs[:depth] for xs in self.stats[c]]).std() for c in LISTS])
+
+
+def fourth_study(prep: Prepared, count_tokens: Callable[[str], int], best: float) -> None:
+    """Session 8: usual spreads instead of each query's, and BM25 only for questions with pieced words."""
+    from ragbot.retrieval.retriever import holds_pieced_words
+
+    stat = top_z_stat(fusion.CALIBRATION_HEAD, fusion.CALIBRATION_DEPTH)
+    means = [float(np.mean([stat(xs) for xs in prep.stats[c]])) for c in LISTS]
+    w = product_weights(means, fusion.CALIBRATION_TEMPERATURE)
+    n = len(prep.texts)
+    pieced = np.array([holds_pieced_words(t, count_tokens) for t in prep.texts])
+    always = np.tile(w, (n, 1))
+    gated = always.copy()
+    gated[~pieced, 2] = 0.0
+    scales = prep.usual_scales()
+    print(f"  fourth study: weights {np.round(w, 2)}, {pieced.sum()}/{n} questions with pieced words")
+    for label, weights, sc in (
+        ("per-query spreads, BM25 always (session 6)", always, None),
+        ("usual spreads, BM25 always", always, scales),
+        ("per-query spreads, BM25 for pieced words", gated, None),
+        ("usual spreads, BM25 for pieced words (product)", gated, scales),
+    ):
+        score = prep.ndcg_per_query(weights, sc)
+        print(f"    {label}: {score:.4f} ({score - best:+.4f})")
 
 
 Stat = Callable[[np.ndarray], float]
@@ -106,9 +148,16 @@ def main() -> None:
         "top_z h3 d50": top_z_stat(3, 50),
         "top_z h5 d20": top_z_stat(5, 20),
     }
+    encoders: list[fs._Encoders] = []
+
+    def encoders_once() -> fs._Encoders:
+        if not encoders:
+            encoders.append(fs._Encoders(args.max_length, 32))
+        return encoders[0]
+
     for folder in args.datasets:
         ds = load_beir(folder)
-        scores = fs.encode_dataset(ds, args.cache, lambda: fs._Encoders(args.max_length, 32), args.max_length)
+        scores = fs.encode_dataset(ds, args.cache, encoders_once, args.max_length)
         qviews = fs.views(scores, args.prefetch)
         prep = Prepared(qviews, ds.qrels, scores.query_ids)
         singles = prep.ndcg(np.eye(3))
@@ -121,6 +170,7 @@ def main() -> None:
             print(f"  best grid {grid[g]} -> {grid_scores[g]:.4f} ({grid_scores[g] - best:+.4f})")
         share = float((grid_scores >= best - 1e-9).mean())
         print(f"  grid rows >= best single: {share:.0%}")
+        fourth_study(prep, encoders_once().count_tokens, best)
         for name, stat in stats.items():
             means = [float(np.mean([stat(xs) for xs in prep.stats[c]])) for c in LISTS]
             for t in (10.0, 20.0):

@@ -389,7 +389,8 @@ class JobFile(Base):
 
 
 class FusionCalibrationRow(Base):
-    """A bot's ``top_z`` sums over its hybrid queries (``ragbot.retrieval.calibration``), shared by every
+    """A bot's ``top_z`` and score-spread sums over its hybrid queries (``ragbot.retrieval.calibration``
+    ``Totals``, column for field), shared by every
     process: each adds its own observations as deltas, so restarts and API workers learn together."""
 
     __tablename__ = "fusion_calibrations"
@@ -399,6 +400,12 @@ class FusionCalibrationRow(Base):
     sparse_sum: Mapped[float] = mapped_column(Float, default=0.0)
     dense_sum: Mapped[float] = mapped_column(Float, default=0.0)
     bm25_sum: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    sparse_mean_sum: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    dense_mean_sum: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    bm25_mean_sum: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    sparse_square_sum: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    dense_square_sum: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    bm25_square_sum: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

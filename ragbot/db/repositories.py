@@ -660,25 +660,37 @@ def update_ingest_job(
 # --------------------------------------------------------------------------- fusion calibration
 
 
-def add_fusion_observations(
-    session: Session, bot_id: str, queries: int, sparse_sum: float, dense_sum: float, bm25_sum: float = 0.0
-) -> tuple[int, float, float, float]:
-    """Add one process's new observations to the bot's shared totals and return the totals after it.
+#: ``fusion_calibrations``' summed columns, in ``ragbot.retrieval.calibration.Totals`` field order.
+FUSION_TOTALS = (
+    "queries",
+    "sparse_sum",
+    "dense_sum",
+    "bm25_sum",
+    "sparse_mean_sum",
+    "dense_mean_sum",
+    "bm25_mean_sum",
+    "sparse_square_sum",
+    "dense_square_sum",
+    "bm25_square_sum",
+)
+
+
+def add_fusion_observations(session: Session, bot_id: str, delta: Sequence[float]) -> tuple[float, ...]:
+    """Add one process's new observations (``FUSION_TOTALS`` order; missing trailing ones count 0) to the
+    bot's shared totals and return the totals after it, every column.
 
     One ``INSERT ... ON CONFLICT DO UPDATE SET queries = queries + excluded.queries ... RETURNING``: the
     database adds under the row's lock (PostgreSQL) or its write lock (SQLite), so two processes flushing
     at once both count, and what comes back includes everyone's observations.
     """
+    if len(delta) > len(FUSION_TOTALS):
+        raise ValueError(f"{len(delta)} values for {len(FUSION_TOTALS)} calibration columns")
     ensure_bot(session, bot_id)
     row = FusionCalibrationRow
-    values = {
-        "bot_id": bot_id,
-        "queries": queries,
-        "sparse_sum": sparse_sum,
-        "dense_sum": dense_sum,
-        "bm25_sum": bm25_sum,
-        "updated_at": utcnow(),
-    }
+    padded = [*delta, *[0.0] * (len(FUSION_TOTALS) - len(delta))]
+    values: dict[str, Any] = {"bot_id": bot_id, **dict(zip(FUSION_TOTALS, padded, strict=True))}
+    values["queries"] = int(values["queries"])
+    values["updated_at"] = utcnow()
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -694,28 +706,25 @@ def add_fusion_observations(
     statement = insert_stmt.on_conflict_do_update(
         index_elements=[row.bot_id],
         set_={
-            "queries": row.queries + excluded.queries,
-            "sparse_sum": row.sparse_sum + excluded.sparse_sum,
-            "dense_sum": row.dense_sum + excluded.dense_sum,
-            "bm25_sum": row.bm25_sum + excluded.bm25_sum,
+            **{name: getattr(row, name) + getattr(excluded, name) for name in FUSION_TOTALS},
             "updated_at": excluded.updated_at,
         },
-    ).returning(row.queries, row.sparse_sum, row.dense_sum, row.bm25_sum)
-    total_queries, total_sparse, total_dense, total_bm25 = session.execute(statement).one()
-    return int(total_queries), float(total_sparse), float(total_dense), float(total_bm25)
+    ).returning(*(getattr(row, name) for name in FUSION_TOTALS))
+    return _fusion_totals(session.execute(statement).one())
 
 
-def get_fusion_calibration(session: Session, bot_id: str) -> tuple[int, float, float, float] | None:
-    """The bot's shared ``(queries, sparse_sum, dense_sum, bm25_sum)``, or ``None`` before its first flush."""
-    row = session.execute(
-        select(
-            FusionCalibrationRow.queries,
-            FusionCalibrationRow.sparse_sum,
-            FusionCalibrationRow.dense_sum,
-            FusionCalibrationRow.bm25_sum,
-        ).where(FusionCalibrationRow.bot_id == bot_id)
+def get_fusion_calibration(session: Session, bot_id: str) -> tuple[float, ...] | None:
+    """The bot's shared totals (``FUSION_TOTALS`` order), or ``None`` before its first flush."""
+    found = session.execute(
+        select(*(getattr(FusionCalibrationRow, name) for name in FUSION_TOTALS)).where(
+            FusionCalibrationRow.bot_id == bot_id
+        )
     ).one_or_none()
-    return None if row is None else (int(row[0]), float(row[1]), float(row[2]), float(row[3]))
+    return None if found is None else _fusion_totals(found)
+
+
+def _fusion_totals(values: Sequence[Any]) -> tuple[float, ...]:
+    return (int(values[0]), *(float(v) for v in values[1:]))
 
 
 def reset_fusion_calibration(session: Session, bot_id: str) -> bool:

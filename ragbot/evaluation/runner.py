@@ -143,12 +143,14 @@ def _product_runs(
                 for query in dataset.queries.values():
                     retriever.retrieve_mode(EVAL_BOT, query, 1, "hybrid")
                 w_sparse, w_dense, w_bm25 = retriever.calibration.weights(EVAL_BOT)
+                scales = retriever.calibration.scales(EVAL_BOT)
                 log.info(
-                    "fusion %s: weights sparse %.2f, dense %.2f, bm25 %.2f after %d queries",
+                    "fusion %s: weights sparse %.2f, dense %.2f, bm25 %.2f, scales %s after %d queries",
                     settings.fusion,
                     w_sparse,
                     w_dense,
                     w_bm25,
+                    "none" if scales is None else "/".join(f"{x:.4g}" for x in scales),
                     retriever.calibration.queries(EVAL_BOT),
                 )
             return {mode: _runs(retriever, dataset, mode, per_doc, doc_of) for mode in modes}

@@ -1,11 +1,12 @@
-"""Per-bot fusion weights, learned from the bot's own queries without any relevance label.
+"""Per-bot fusion weights and scales, learned from the bot's own queries without any relevance label.
 
 Which retriever deserves more weight depends on the collection (dense leads sparse by 0.10 nDCG@10 on an
 entity-search set and trails it on MS MARCO), and no single query says which: per query the signal is noise.
 Averaged over a few dozen queries it is not. Each hybrid query adds its lists' ``top_z`` statistics (sparse,
 dense and BM25) to a running mean for its bot; once ``min_queries`` have been seen, ``weights`` turns the
-means into ``fusion.calibrated_weights``. Before that every bot fuses with equal weights (the plain z-score
-sum).
+means into ``fusion.calibrated_weights``, and ``scales`` gives each retriever's usual spread over its top
+scores, by which ``fusion.zscore_exact`` divides in place of each query's own spread. Before that every
+bot fuses with equal weights and per-query spreads (the plain z-score sum).
 
 Without a store the state is in memory, per process. With a ``CalibrationStore`` (the runtime gives it the
 SQL one) every process adds its observations to shared totals, so a restart keeps what was learned and
@@ -19,12 +20,19 @@ retried at the next flush; retrieval never fails because of it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import astuple, dataclass, field
+from typing import Protocol, cast
 
-from ragbot.retrieval.fusion import CALIBRATION_HEAD, CALIBRATION_TEMPERATURE, capped_weights, top_z
+from ragbot.retrieval.fusion import (
+    CALIBRATION_HEAD,
+    CALIBRATION_TEMPERATURE,
+    SCALE_DEPTH,
+    capped_weights,
+    top_z,
+)
 
 __all__ = ["CalibrationStore", "FusionCalibration", "Totals"]
 
@@ -33,20 +41,57 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Totals:
-    """Sums of ``top_z`` over ``queries`` hybrid queries: the whole state behind a bot's weights."""
+    """Sums over ``queries`` hybrid queries: the whole state behind a bot's weights and scales.
+
+    ``*_sum`` add each query's ``top_z`` (the weights); ``*_mean_sum`` and ``*_square_sum`` add the mean
+    and the mean square of its first ``SCALE_DEPTH`` scores, from which ``scales`` reads each retriever's
+    usual spread. Field order is the stored columns' order (``ragbot.db.repositories``).
+    """
 
     queries: int = 0
     sparse_sum: float = 0.0
     dense_sum: float = 0.0
     bm25_sum: float = 0.0
+    sparse_mean_sum: float = 0.0
+    dense_mean_sum: float = 0.0
+    bm25_mean_sum: float = 0.0
+    sparse_square_sum: float = 0.0
+    dense_square_sum: float = 0.0
+    bm25_square_sum: float = 0.0
 
     def __add__(self, other: Totals) -> Totals:
-        return Totals(
-            self.queries + other.queries,
-            self.sparse_sum + other.sparse_sum,
-            self.dense_sum + other.dense_sum,
-            self.bm25_sum + other.bm25_sum,
+        return Totals(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    @classmethod
+    def of_query(cls, lists: Sequence[Sequence[float] | None]) -> Totals:
+        """One query's contribution; ``lists`` are the sparse, dense and BM25 scores (None: did not run)."""
+        stats = [_query_stats(scores) for scores in lists]
+        return cls(1, *(t for t, _, _ in stats), *(m for _, m, _ in stats), *(q for _, _, q in stats))
+
+    def scales(self) -> tuple[float, float, float]:
+        """Each retriever's spread over its top ``SCALE_DEPTH`` scores of every query (0: no spread)."""
+        n = self.queries
+        levels = (self.sparse_mean_sum, self.dense_mean_sum, self.bm25_mean_sum)
+        squares = (self.sparse_square_sum, self.dense_square_sum, self.bm25_square_sum)
+        return cast(
+            tuple[float, float, float],
+            tuple(
+                math.sqrt(max(0.0, q / n - (m / n) ** 2)) if n else 0.0
+                for m, q in zip(levels, squares, strict=True)
+            ),
         )
+
+
+def _query_stats(scores: Sequence[float] | None) -> tuple[float, float, float]:
+    """``(top_z, mean, mean square)`` of one list's head; zeros for a retriever that did not run."""
+    if scores is None:
+        return 0.0, 0.0, 0.0
+    head = scores[:SCALE_DEPTH]
+    return (
+        top_z(scores),
+        math.fsum(head) / len(head),
+        math.fsum(x * x for x in head) / len(head),
+    )
 
 
 class CalibrationStore(Protocol):
@@ -108,8 +153,7 @@ class FusionCalibration:
         lists = [sparse_scores, dense_scores] + ([bm25_scores] if bm25_scores is not None else [])
         if any(len(scores) <= CALIBRATION_HEAD for scores in lists):
             return
-        bm25 = top_z(bm25_scores) if bm25_scores is not None else 0.0
-        delta = Totals(1, top_z(sparse_scores), top_z(dense_scores), bm25)
+        delta = Totals.of_query([sparse_scores, dense_scores, bm25_scores])
         bot = self._loaded(bot_id)
         with self._lock:
             if self._store is None:
@@ -134,6 +178,12 @@ class FusionCalibration:
         return capped_weights(
             view.sparse_sum / n, view.dense_sum / n, view.bm25_sum / n, temperature=self.temperature
         )
+
+    def scales(self, bot_id: str) -> tuple[float, float, float] | None:
+        """Each retriever's usual spread on the bot's queries (``fusion.zscore_exact``'s ``scales``), once
+        ``min_queries`` queries have been observed; None before (each query's own spread is used)."""
+        view = self._view(bot_id)
+        return view.scales() if view.queries >= self.min_queries else None
 
     def flush(self) -> None:
         """Write every bot's pending observations now (at shutdown, so a process's last queries count).

@@ -24,6 +24,10 @@ FUSIONS = ("rrf", "zscore", "zscore_calibrated")
 #: so a retriever that clusters by topic looked sharpest without ranking the answer first (benchmarks/
 #: FUSION.md, third study: on xquad-en the head-10 statistic gave the weakest retriever 1.8 of 3).
 CALIBRATION_HEAD, CALIBRATION_DEPTH = 3, 50
+#: ``zscore_exact`` with learned ``scales`` divides each retriever's scores by the spread of its top
+#: ``SCALE_DEPTH`` scores over all of a bot's queries (``ragbot.retrieval.calibration``), not by this
+#: query's spread: a list that separates its candidates more than usual counts more on this query.
+SCALE_DEPTH = 10
 #: Softmax temperature of ``calibrated_weights``: 10 keeps every retriever in the vote unless its head is
 #: clearly flatter (20 all but dropped two of three on a set where equal weights gain 0.017).
 CALIBRATION_TEMPERATURE = 10.0
@@ -72,6 +76,7 @@ def zscore_exact(
     lists: Sequence[Sequence[Scored]],
     exact: Mapping[str, Sequence[float]],
     weights: Sequence[float] | None = None,
+    scales: Sequence[float] | None = None,
 ) -> list[Scored]:
     """Weighted z-score sum where every candidate has every retriever's exact score.
 
@@ -80,19 +85,29 @@ def zscore_exact(
     those). Each retriever's scores are standardised by the mean and spread of its own top list, as in
     ``zscore``, so a candidate one list missed is placed by its real score instead of that list's floor.
     ``weights`` (one per list) default to 1.
+
+    ``scales`` (one per list, learned per bot) replace each list's spread on this query by its usual spread:
+    a per-query spread puts a list that barely tells its candidates apart on the same footing as one
+    with a clear winner, a usual one keeps that difference (benchmarks/FUSION.md, fourth study).
     """
     ws = _weights(weights, len(lists))
+    ss = _scales(scales, len(lists))
     fused = dict.fromkeys(exact, 0.0)
     for column, (ranked, weight) in enumerate(zip(lists, ws, strict=True)):
         if not ranked:
             continue
-        standardise = _standardiser([score for _, score in ranked])
+        standardise = _standardiser([score for _, score in ranked], ss[column])
         for doc, scores in exact.items():
             fused[doc] += weight * standardise(scores[column])
     return sort_scores(fused)
 
 
-def worth_rescoring(lists: Sequence[Sequence[Scored]], weights: Sequence[float], top_k: int) -> set[str]:
+def worth_rescoring(
+    lists: Sequence[Sequence[Scored]],
+    weights: Sequence[float],
+    top_k: int,
+    scales: Sequence[float] | None = None,
+) -> set[str]:
     """The candidates some list missed that could still reach ``zscore_exact``'s top ``top_k``.
 
     A candidate absent from a top list scores at most that list's lowest score there (sparse search is
@@ -100,14 +115,16 @@ def worth_rescoring(lists: Sequence[Sequence[Scored]], weights: Sequence[float],
     its own z-scores plus the missing lists' lowest z-scores. Candidates in every list have exact fused
     scores; the ``top_k``-th of those is a floor the final top ``top_k`` cannot fall below, and a candidate
     whose bound is under it cannot enter the result: fetching its exact scores would change nothing. On
-    typical queries no candidate survives and the rescoring round trip is skipped.
+    typical queries no candidate survives and the rescoring round trip is skipped. ``scales`` as in
+    ``zscore_exact``.
     """
     ws = _weights(weights, len(lists))
+    ss = _scales(scales, len(lists))
     listed = [dict(ranked) for ranked in lists]
     z: list[dict[str, float]] = []
     floors: list[float] = []
-    for ranked in lists:
-        zs = _z_scores(ranked) if ranked else {}
+    for ranked, scale in zip(lists, ss, strict=True):
+        zs = _z_scores(ranked, scale) if ranked else {}
         z.append(zs)
         floors.append(min(zs.values(), default=0.0))
 
@@ -174,12 +191,13 @@ def fuse(
     rrf_k: int = 60,
     exact: Mapping[str, Sequence[float]] | None = None,
     weights: Sequence[float] | None = None,
+    scales: Sequence[float] | None = None,
 ) -> list[Scored]:
     """The one entry point for client-side fusion, by the name in ``Settings.fusion``.
 
     ``lists`` are the retrievers' ``(chunk_id, score)`` lists, best first, as each returned them (sparse,
     dense, and BM25 when it ran). ``zscore_calibrated`` also needs ``exact`` (every score of every
-    candidate, in list order) and the collection's ``weights``.
+    candidate, in list order) and the collection's ``weights`` (and ``scales``, once learned).
     """
     if name == "rrf":
         return sort_scores(rrf([[d for d, _ in ranked] for ranked in lists], k=rrf_k))
@@ -188,7 +206,7 @@ def fuse(
     if name == "zscore_calibrated":
         if exact is None:
             raise ValueError("zscore_calibrated needs every exact score of every candidate")
-        return zscore_exact(lists, exact, weights)
+        return zscore_exact(lists, exact, weights, scales)
     raise ValueError(f"unknown fusion {name!r}: expected one of {', '.join(FUSIONS)}")
 
 
@@ -207,15 +225,25 @@ def _weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:
     return ws
 
 
-def _standardiser(xs: Sequence[float]) -> Callable[[float], float]:
-    """x -> (x - mean) / std over ``xs``; every value maps to 0 when ``xs`` has no spread."""
+def _scales(scales: Sequence[float] | None, n: int) -> tuple[float | None, ...]:
+    if scales is None:
+        return (None,) * n
+    if len(scales) != n:
+        raise ValueError(f"{len(scales)} scales for {n} lists")
+    return tuple(s if s > 0 else None for s in scales)
+
+
+def _standardiser(xs: Sequence[float], scale: float | None = None) -> Callable[[float], float]:
+    """x -> (x - mean) / std over ``xs`` (``scale`` instead of std when given); every value maps to 0
+    when there is no spread."""
     mean, std = _mean_std(xs)
-    return (lambda x: (x - mean) / std) if std > 0 else (lambda x: 0.0)
+    spread = scale if scale is not None else std
+    return (lambda x: (x - mean) / spread) if spread > 0 else (lambda x: 0.0)
 
 
-def _z_scores(ranked: Sequence[Scored]) -> dict[str, float]:
+def _z_scores(ranked: Sequence[Scored], scale: float | None = None) -> dict[str, float]:
     """Each listed document's z-score within its own (non-empty) list."""
-    standardise = _standardiser([score for _, score in ranked])
+    standardise = _standardiser([score for _, score in ranked], scale)
     return {doc: standardise(score) for doc, score in ranked}
 
 

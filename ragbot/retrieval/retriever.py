@@ -19,7 +19,8 @@ and data set.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+import re
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from ragbot.encoders.base import DenseEncoder, SparseEncoder
@@ -34,6 +35,7 @@ from ragbot.types import Hit, SparseVector
 if TYPE_CHECKING:
     from ragbot.encoders.lexical import Bm25Encoder
 
+_WORDS = re.compile(r"\w+")
 #: An undetermined query's language is read off its first BM25 hits (so many, so many characters).
 _GATE_SAMPLE_HITS, _GATE_SAMPLE_CHARS = 3, 1500
 RetrievalMode = Literal["sparse", "dense", "bm25", "hybrid"]
@@ -107,7 +109,7 @@ class Retriever:
         q_dense = self._dense.encode_query(query) if mode in ("dense", "hybrid") else None
         if q_sparse is not None and q_dense is not None:
             q_bm25 = self._bm25_query(query)
-            hits = self._hybrid(bot_id, q_sparse, q_dense, q_bm25, top_k)
+            hits = self._hybrid(bot_id, query, q_sparse, q_dense, q_bm25, top_k)
         elif q_sparse is not None:
             hits = self._index.search_sparse(bot_id, q_sparse, top_k)
         else:
@@ -175,6 +177,7 @@ class Retriever:
     def _hybrid(
         self,
         bot_id: str,
+        query: str,
         q_sparse: SparseVector,
         q_dense: Sequence[float],
         q_bm25: SparseVector | None,
@@ -196,16 +199,21 @@ class Retriever:
             )
         if self._fusion == "zscore_calibrated":
             learned = self.calibration.weights(bot_id)
+            usual = self.calibration.scales(bot_id)
 
             def worth_rescoring(lists: Sequence[list[Scored]]) -> set[str]:
                 weights = fusion_fns.renormalised(learned, len(lists))
-                return fusion_fns.worth_rescoring(lists, weights, top_k)
+                spreads = usual[: len(lists)] if usual is not None else None
+                return fusion_fns.worth_rescoring(lists, weights, top_k, spreads)
 
             candidates = self._index.hybrid_candidates(
                 bot_id, q_sparse, q_dense, prefetch_k, worth_rescoring, bm25=q_bm25
             )
             lists = _top_lists(candidates)
             weights = fusion_fns.renormalised(learned, len(lists))
+            if len(lists) > 2 and not holds_pieced_words(query, self._sparse.count_tokens):
+                weights = (*weights[:2], 0.0)  # SPLADE already reads every word: BM25 would count them twice
+            scales = usual[: len(lists)] if usual is not None else None
             self.calibration.observe(
                 bot_id,
                 [c.sparse_score for c in lists[0]],
@@ -216,7 +224,10 @@ class Retriever:
             candidates = self._index.hybrid_candidates(bot_id, q_sparse, q_dense, prefetch_k, bm25=q_bm25)
             lists = _top_lists(candidates)
             weights = (1.0,) * len(lists)
-        ranked = _fuse_lists(self._fusion, candidates, lists, rrf_k=self._rrf_k, weights=weights)[:top_k]
+            scales = None
+        ranked = _fuse_lists(
+            self._fusion, candidates, lists, rrf_k=self._rrf_k, weights=weights, scales=scales
+        )[:top_k]
         chunks = self._index.chunks(bot_id, [c.chunk_id for c, _ in ranked])
         return [
             Hit(
@@ -268,6 +279,24 @@ class Retriever:
         return explained
 
 
+def holds_pieced_words(query: str, count_tokens: Callable[[str], int]) -> bool:
+    """Whether the query holds a word the neural models read only in pieces: one their vocabulary splits
+    into several word pieces (an invented product name, a rare term), or one with a digit (a model number,
+    an error code).
+
+    Such a word is what BM25 is in the hybrid for: SPLADE-tiny and MiniLM match its pieces loosely, while
+    BM25 keeps it whole as one rare term. A question of common words only is fused without BM25: SPLADE
+    already matches those words exactly (and expands them), and BM25's list would count the same lexical
+    evidence a second time (benchmarks/FUSION.md, fourth study).
+    """
+    for word in _WORDS.findall(query):
+        if any(ch.isdigit() for ch in word):
+            return True
+        if len(word) > 2 and count_tokens(word.lower()) > 1:
+            return True
+    return False
+
+
 def fuse_candidates(
     name: str, candidates: Sequence[Candidate], *, rrf_k: int, weights: Sequence[float] | None = None
 ) -> list[tuple[Candidate, float]]:
@@ -287,6 +316,7 @@ def _fuse_lists(
     *,
     rrf_k: int,
     weights: Sequence[float],
+    scales: Sequence[float] | None = None,
 ) -> list[tuple[Candidate, float]]:
     by_id = {c.chunk_id: c for c in candidates}
     n = len(lists)
@@ -297,6 +327,7 @@ def _fuse_lists(
         rrf_k=rrf_k,
         exact={c.chunk_id: c.scores(n) for c in candidates},
         weights=weights,
+        scales=scales,
     )
     return [(by_id[chunk_id], score) for chunk_id, score in fused]
 

@@ -6,7 +6,8 @@ own short transaction: a flush must not hold SQLite's write lock any longer than
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import astuple
 
 from sqlalchemy.orm import Session
 
@@ -26,15 +27,17 @@ class SqlCalibrationStore:
     def load(self, bot_id: str) -> Totals | None:
         with self._session_factory() as session:
             row = repo.get_fusion_calibration(session, bot_id)
-        return None if row is None else Totals(*row)
+        return None if row is None else _totals(row)
 
     def add(self, bot_id: str, delta: Totals) -> Totals:
         with self._session_factory() as session, session.begin():
-            totals = repo.add_fusion_observations(
-                session, bot_id, delta.queries, delta.sparse_sum, delta.dense_sum, delta.bm25_sum
-            )
-        return Totals(*totals)
+            totals = repo.add_fusion_observations(session, bot_id, astuple(delta))
+        return _totals(totals)
 
     def reset(self, bot_id: str) -> None:
         with self._session_factory() as session, session.begin():
             repo.reset_fusion_calibration(session, bot_id)
+
+
+def _totals(values: Sequence[float]) -> Totals:
+    return Totals(int(values[0]), *values[1:])

@@ -620,20 +620,32 @@ def test_ingest_jobs(sessions: sessionmaker[Session]) -> None:
 
 
 def test_fusion_observations_add_up_per_bot(sessions: sessionmaker[Session]) -> None:
+    pad = (0.0,) * 6  # the spread sums, left out of most calls below
     with session_scope(sessions) as s:
         assert repo.get_fusion_calibration(s, "bot-a") is None
-        assert repo.add_fusion_observations(s, "bot-a", 3, 1.5, 0.75, 0.5) == (3, 1.5, 0.75, 0.5)
+        assert repo.add_fusion_observations(s, "bot-a", (3, 1.5, 0.75, 0.5)) == (3, 1.5, 0.75, 0.5, *pad)
     with session_scope(sessions) as s:
-        assert repo.add_fusion_observations(s, "bot-a", 2, 0.5, 0.25) == (5, 2.0, 1.0, 0.5)  # no BM25
-        assert repo.add_fusion_observations(s, "bot-b", 1, 9.0, 9.0, 9.0) == (1, 9.0, 9.0, 9.0)
+        assert repo.add_fusion_observations(s, "bot-a", (2, 0.5, 0.25)) == (5, 2.0, 1.0, 0.5, *pad)  # no BM25
+        assert repo.add_fusion_observations(s, "bot-b", (1, 9.0, 9.0, 9.0)) == (1, 9.0, 9.0, 9.0, *pad)
+        spreads = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
+        assert repo.add_fusion_observations(s, "bot-c", (1, 0.0, 0.0, 0.0, *spreads)) == (
+            1,
+            0,
+            0,
+            0,
+            *spreads,
+        )
     with session_scope(sessions) as s:
-        assert repo.get_fusion_calibration(s, "bot-a") == (5, 2.0, 1.0, 0.5)
-        assert repo.get_fusion_calibration(s, "bot-b") == (1, 9.0, 9.0, 9.0)
+        assert repo.get_fusion_calibration(s, "bot-a") == (5, 2.0, 1.0, 0.5, *pad)
+        assert repo.get_fusion_calibration(s, "bot-b") == (1, 9.0, 9.0, 9.0, *pad)
+        assert repo.get_fusion_calibration(s, "bot-c") == (1, 0.0, 0.0, 0.0, *spreads)
         assert repo.reset_fusion_calibration(s, "bot-b") is True
         assert repo.reset_fusion_calibration(s, "bot-b") is False
     with session_scope(sessions) as s:
         assert repo.get_fusion_calibration(s, "bot-b") is None
-        assert repo.get_fusion_calibration(s, "bot-a") == (5, 2.0, 1.0, 0.5)
+        assert repo.get_fusion_calibration(s, "bot-a") == (5, 2.0, 1.0, 0.5, *pad)
+    with pytest.raises(ValueError, match="11 values"), session_scope(sessions) as s:
+        repo.add_fusion_observations(s, "bot-a", (1,) * 11)
 
 
 def test_concurrent_fusion_flushes_all_count(sessions: sessionmaker[Session]) -> None:
@@ -645,11 +657,11 @@ def test_concurrent_fusion_flushes_all_count(sessions: sessionmaker[Session]) ->
         barrier.wait()  # all race for the first insert of the row
         for _ in range(per_writer):
             with session_scope(sessions) as s:
-                repo.add_fusion_observations(s, "bot-a", 2, 0.5, 0.25, 0.125)
+                repo.add_fusion_observations(s, "bot-a", (2, 0.5, 0.25, 0.125, 1.0))
 
     assert race(writers, flush) == []
     with session_scope(sessions) as s:
-        assert repo.get_fusion_calibration(s, "bot-a") == (40, 10.0, 5.0, 2.5)
+        assert repo.get_fusion_calibration(s, "bot-a") == (40, 10.0, 5.0, 2.5, 20.0, 0, 0, 0, 0, 0)
 
 
 def test_two_processes_learn_the_same_weights_through_the_sql_store(sessions: sessionmaker[Session]) -> None:
@@ -675,6 +687,8 @@ def test_two_processes_learn_the_same_weights_through_the_sql_store(sessions: se
     assert (stored.sparse_sum, stored.dense_sum, stored.bm25_sum) == pytest.approx(
         (5 * top_z(soft), 5 * top_z(sharp), 5 * top_z(soft))
     )
+    assert stored.dense_mean_sum == pytest.approx(5 * 10.0)  # the top 10 of ``sharp``
+    assert restarted.scales("bot-a") == pytest.approx(workers[0].scales("bot-a"))
     restarted.forget("bot-a")
     with session_scope(sessions) as s:
         assert repo.get_fusion_calibration(s, "bot-a") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import statistics
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,22 @@ def test_a_query_one_retriever_could_not_answer_is_not_evidence() -> None:
     calibration.observe("shop", [3.0, 2.0, 1.0], SHARP)  # no longer than the head: nothing below it
     assert calibration.queries("shop") == 0
     assert calibration.weights("shop") == (1.0, 1.0, 1.0)
+
+
+def test_scales_are_each_retrievers_usual_spread_over_its_top_scores() -> None:
+    """The spread of every top-10 score over all queries: a list whose head sits higher on some queries
+    than on others has a wider usual spread than its spread on any one query."""
+    calibration = FusionCalibration(min_queries=2)
+    calibration.observe("shop", SOFT, SHARP, [4.0] * 5 + [0.0] * 5)
+    assert calibration.scales("shop") is None  # per-query spreads until enough queries
+    calibration.observe("shop", SOFT, [x + 2.0 for x in SHARP], [0.0] * 5 + [0.0] * 5)
+    sparse, dense, bm25 = calibration.scales("shop") or (0.0, 0.0, 0.0)
+    assert sparse == pytest.approx(statistics.pstdev(SOFT[:10]))  # the same list twice
+    assert dense == pytest.approx(1.0)  # 10s on one query, 12s on the other
+    assert bm25 == pytest.approx(statistics.pstdev([4.0] * 5 + [0.0] * 15))
+    two = FusionCalibration(min_queries=1)
+    two.observe("shop", SOFT, SHARP)  # BM25 did not run: no spread, each query's own is used
+    assert (two.scales("shop") or (1.0, 1.0, 1.0))[2] == 0.0
 
 
 def _observing(calibration: FusionCalibration, times: int) -> Callable[[int, threading.Barrier], None]:
@@ -134,7 +151,8 @@ def test_observations_are_flushed_as_deltas_every_n() -> None:
     calibration = FusionCalibration(min_queries=1, store=store, flush_every=3)
     for _ in range(5):
         calibration.observe("shop", SOFT, SHARP)
-    assert store.adds == [("shop", Totals(3, 3 * top_z(SOFT), 3 * top_z(SHARP)))]
+    one = Totals.of_query([SOFT, SHARP, None])
+    assert store.adds == [("shop", one + one + one)]
     assert calibration.queries("shop") == 5  # 3 stored + 2 pending
     calibration.flush()
     calibration.flush()  # nothing pending: no write

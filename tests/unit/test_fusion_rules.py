@@ -8,6 +8,7 @@ import random
 import pytest
 
 from ragbot.retrieval import fusion
+from ragbot.retrieval.retriever import holds_pieced_words
 
 pytestmark = pytest.mark.unit
 
@@ -181,18 +182,36 @@ def test_skipping_candidates_not_worth_rescoring_never_changes_the_top_k(n_lists
         raw = [rng.uniform(0.1, 1.9) for _ in range(n_lists)]
         weights = tuple(n_lists * w / sum(raw) for w in raw)
         top_k = rng.randint(1, 6)
-        worth = fusion.worth_rescoring(lists, weights, top_k)
+        scales = tuple(rng.uniform(0.1, 10.0) for _ in range(n_lists)) if rng.random() < 0.5 else None
+        worth = fusion.worth_rescoring(lists, weights, top_k, scales)
         bounded = {
             d: tuple(true[d][i] if d in scores[i] or d in worth else floors[i] for i in range(n_lists))
             for d in true
         }
-        full = fusion.zscore_exact(lists, true, weights)[:top_k]
-        pruned = fusion.zscore_exact(lists, bounded, weights)[:top_k]
+        full = fusion.zscore_exact(lists, true, weights, scales)[:top_k]
+        pruned = fusion.zscore_exact(lists, bounded, weights, scales)[:top_k]
         assert _ids(pruned) == _ids(full)
         assert [s for _, s in pruned] == pytest.approx([s for _, s in full])
         in_all = set.intersection(*(set(s) for s in scores))
         skipped_some += len(union - in_all) > len(worth)
     assert skipped_some > 100  # the bound does prune in most cases
+
+
+def test_usual_scales_let_a_list_with_a_clear_winner_count_more_on_that_query() -> None:
+    """Per-query spreads make two lists' winners equal whatever their margins; usual spreads keep the
+    margins: sparse separates "a" by 9 where it usually spreads 1, dense separates "b" by 0.02 where it
+    usually spreads 0.1, so "a" wins."""
+    sparse = [("a", 10.0), ("b", 1.0), ("c", 1.0)]
+    dense = [("b", 0.52), ("a", 0.50), ("c", 0.50)]
+    exact = {"a": (10.0, 0.50), "b": (1.0, 0.52), "c": (1.0, 0.50)}
+    per_query = dict(fusion.zscore_exact([sparse, dense], exact))
+    assert per_query["a"] == pytest.approx(per_query["b"])
+    usual = fusion.zscore_exact([sparse, dense], exact, scales=(1.0, 0.1))
+    assert _ids(usual)[0] == "a"
+    # An unknown spread (0: the retriever did not run yet) falls back to the query's own.
+    assert dict(fusion.zscore_exact([sparse, dense], exact, scales=(0.0, 0.0))) == pytest.approx(per_query)
+    with pytest.raises(ValueError, match="1 scales for 2 lists"):
+        fusion.zscore_exact([sparse, dense], exact, scales=(1.0,))
 
 
 def test_three_signal_weights_reduce_to_the_two_signal_sigmoid() -> None:
@@ -220,3 +239,17 @@ def test_fusions_take_three_lists() -> None:
     assert _ids(heavy_bm25)[0] == "c"
     with pytest.raises(ValueError, match="3 weights for 2 lists"):
         fusion.zscore_exact([sparse, dense], exact, (1.0, 1.0, 1.0))
+
+
+def test_bm25_votes_only_for_words_the_neural_models_read_in_pieces() -> None:
+    """A word the vocabulary splits (an invented name, a rare term) or one with a digit brings BM25 in;
+    a question of whole, common words is fused by SPLADE and dense alone."""
+    vocabulary = {"how", "many", "watts", "does", "the", "draw", "what", "is", "refund", "policy", "kt"}
+
+    def pieces(word: str) -> int:
+        return 1 if word in vocabulary else 3
+
+    assert not holds_pieced_words("What is the refund policy?", pieces)
+    assert holds_pieced_words("How many watts does the KT-4471 draw?", pieces)  # a model number
+    assert holds_pieced_words("What is the Zorvex policy?", pieces)  # a name split into pieces
+    assert not holds_pieced_words("Is it ok?", pieces)  # two-letter words are never looked up
