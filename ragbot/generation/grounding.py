@@ -7,8 +7,14 @@ the passages it cites (or every source, when it cites none), before the visitor 
 * **exact tokens** (numbers, prices, versions, identifiers such as ``@app.route`` or ``SKU-1138``,
   capitalised names) in the sentence must occur in the passage: an invented price or decorator fails here
   whatever else matches;
-* **term coverage**: the share of the sentence's content words (lower-cased, Snowball-stemmed) that the
-  passage holds. A high share is support on its own;
+* **words no dictionary knows** (a misspelling such as "retrieble", an invented product name) count as
+  exact tokens too, unless the question used them: with a ``known_word`` lookup (the runtime gives it
+  wordfreq's lists), a word in neither the sources nor the language is the model's invention;
+* **term coverage**: the share of the sentence's content words (lower-cased, Snowball-stemmed) held by
+  one place of the passage: its title and ``support_window`` consecutive sentences. A claim stitched
+  together from words spread over the whole passage ("the two encoder modules are fused into a single
+  encoder module", each word somewhere on a page about fusing two lists) is not stated there. A high
+  share is support on its own;
 * **the dense model**: for a sentence with a middling share (a paraphrase), its MiniLM cosine to the
   passage's closest sentence must be high. Encoding is the costly step, so it runs only for those.
 
@@ -46,6 +52,7 @@ __all__ = [
     "content_terms",
     "exact_tokens",
     "extract",
+    "passage_sentences",
     "render_markers",
     "split_sentences",
     "strip_markers",
@@ -173,6 +180,32 @@ def split_sentences(text: str) -> list[str]:
     return out
 
 
+# A line that opens a block of its own (list item, heading, table row, code fence, quote), never the
+# continuation of the line before.
+_BLOCK_START = re.compile(r"\s*(?:(?:[-*+•]|\d{1,2}[.)])\s|#|\||```|>)")
+
+
+def passage_sentences(text: str) -> list[str]:
+    """A source's sentences: as ``split_sentences``, but a paragraph hard-wrapped over several lines (a
+    Markdown or text file's chunks keep their line breaks) is read as the sentences it holds, not one
+    fragment per line."""
+    lines = text.split("\n")
+    joined = [lines[0]]
+    for line in lines[1:]:
+        before = joined[-1].rstrip()
+        if (
+            before
+            and line.strip()
+            and before[-1] not in ".!?:;"
+            and not _BLOCK_START.match(before)
+            and not _BLOCK_START.match(line)
+        ):
+            joined[-1] = f"{before} {line.lstrip()}"
+        else:
+            joined.append(line)
+    return split_sentences("\n".join(joined))
+
+
 class SentenceSplitter:
     """Cuts a streamed answer into complete sentences: a sentence is released only once what follows it
     proves it ended (so its trailing ``[n]`` markers are known). Yields ``(sentence, newline_before)``."""
@@ -229,6 +262,8 @@ class GroundingRules:
     min_dense: float = 0.65
     #: Sentences with fewer content words make no checkable claim ("Yes.", "Here is how:").
     min_terms: int = 2
+    #: Coverage is read in this many consecutive passage sentences (with the title), not the whole passage.
+    support_window: int = 2
     #: Extractive answers: cosine between the question and a source sentence, and the sentence's share of
     #: the question's content words, both needed.
     extract_min_dense: float = 0.45
@@ -268,10 +303,18 @@ def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
 @dataclass
 class _PassageView:
     passage: Passage
-    terms: set[str]
+    windows: list[set[str]]  # content terms of the title and each run of ``support_window`` sentences
     lowered: str
     sentences: list[str]
     vectors: list[Sequence[float]] | None = None
+
+
+def _windows(passage: Passage, size: int) -> list[set[str]]:
+    """The content terms of each run of ``size`` consecutive sentences, each with the title's."""
+    title = content_terms(passage.title)
+    sentences = [content_terms(s) for s in passage_sentences(passage.text)] or [set()]
+    width = min(max(size, 1), len(sentences))
+    return [title.union(*sentences[i : i + width]) for i in range(len(sentences) - width + 1)]
 
 
 class Verifier:
@@ -284,17 +327,20 @@ class Verifier:
         rules: GroundingRules | None = None,
         embed: Embed | None = None,
         question: str = "",
+        known_word: Callable[[str], bool] | None = None,
     ) -> None:
         self.rules = rules or GroundingRules()
         self._question_terms = content_terms(question)
         self._question_exact = exact_tokens(question)
+        self._question_words = {w.lower() for w in _WORD.findall(question)}
         self._embed = embed
+        self._known_word = known_word
         self._views = {
             p.n: _PassageView(
                 passage=p,
-                terms=content_terms(f"{p.title} {p.text}"),
+                windows=_windows(p, self.rules.support_window),
                 lowered=f"{p.title} {p.text}".lower(),
-                sentences=[s for s in split_sentences(p.text) if len(content_terms(s)) >= 2] or [p.text],
+                sentences=[s for s in passage_sentences(p.text) if len(content_terms(s)) >= 2] or [p.text],
             )
             for p in passages
         }
@@ -312,7 +358,7 @@ class Verifier:
     def _against(self, sentence: str, terms: set[str], exact: set[str], view: _PassageView) -> Support:
         n = view.passage.n
         missing = tuple(sorted(t for t in exact if t not in view.lowered))
-        coverage = len(terms & view.terms) / len(terms) if terms else 0.0
+        coverage = max(len(terms & w) for w in view.windows) / len(terms) if terms else 0.0
         if missing:
             return Support(False, coverage=coverage, missing_exact=missing)
         if coverage >= self.rules.min_coverage:
@@ -325,6 +371,13 @@ class Verifier:
             dense >= self.rules.min_dense, (n,) if dense >= self.rules.min_dense else (), coverage, dense
         )
 
+    def _unknown_words(self, sentence: str) -> set[str]:
+        """Words of four letters or more that the language does not know and the question did not use."""
+        if self._known_word is None:
+            return set()
+        words = {w.lower() for w in _WORD.findall(strip_markers(sentence)) if len(w) > 3 and w.isalpha()}
+        return {w for w in words - self._question_words if not self._known_word(w)}
+
     def check(self, sentence: str) -> Support:
         """Which passages support ``sentence``: its cited ones first; when none of them does, any other.
 
@@ -334,7 +387,7 @@ class Verifier:
         terms = content_terms(sentence)
         if strip_markers(sentence).endswith("?"):
             return Support(False, neutral=True)  # a question asks; it claims nothing to check
-        exact = exact_tokens(sentence)
+        exact = exact_tokens(sentence) | self._unknown_words(sentence)
         if len(terms) < self.rules.min_terms and not exact:
             return Support(False, neutral=True)
         if self._question_terms and terms <= self._question_terms and exact <= self._question_exact:
@@ -399,7 +452,7 @@ def extract(
     contexts: list[str] = []
     for p in passages:
         title_terms = content_terms(p.title)
-        for i, line in enumerate(split_sentences(p.text)):
+        for i, line in enumerate(passage_sentences(p.text)):
             if line.startswith(("#", "|", "```")):
                 continue  # a heading or a table row is no answer to quote
             sentence = _BULLET.sub("", line)

@@ -48,6 +48,7 @@ from ragbot.generation.grounding import (
     extract,
     render_markers,
 )
+from ragbot.generation.lexicon import known_word
 from ragbot.generation.prompts import PromptLibrary
 from ragbot.handoff.intent import asks_for_human
 from ragbot.handoff.service import Moved, message_event, move, offer_lead_form
@@ -843,8 +844,16 @@ class ChatService:
         return self._embed_cached
 
     def _verifier(self, sources: Sequence[Hit], question: str) -> Verifier:
+        from ragbot.encoders.lexical import detect_language  # langid's model loads on first use
+
         passages = [Passage(n=n, text=h.chunk.text, title=h.chunk.title) for n, h in enumerate(sources, 1)]
-        return Verifier(passages, rules=self._rules(), embed=self._embed(), question=question)
+        return Verifier(
+            passages,
+            rules=self._rules(),
+            embed=self._embed(),
+            question=question,
+            known_word=known_word(("en", detect_language(question))),
+        )
 
     def _extractive(self, question: str, sources: Sequence[Hit]) -> tuple[str, list[int]] | None:
         """The source sentences that best answer the question, quoted with their markers; None if none

@@ -10,12 +10,14 @@ import pytest
 from ragbot.generation.grounding import (
     AnswerGate,
     AnswerTrimmer,
+    GroundingRules,
     Passage,
     SentenceSplitter,
     Verifier,
     cited_numbers,
     exact_tokens,
     extract,
+    passage_sentences,
     render_markers,
     split_sentences,
     strip_markers,
@@ -203,3 +205,68 @@ def test_saying_the_question_back_is_no_claim() -> None:
     verifier = Verifier(PASSAGES, question="Which port does the HTTP API use?")
     assert verifier.check("HTTP API port [3].").neutral
     assert verifier.check("Run ragbot serve to start the HTTP API on port 8000 [3].").supported
+
+
+# ------------------------------------------------------------------ claims stitched together, unknown words
+HYBRID = Passage(
+    1,
+    "ragbot combines sparse and dense retrieval in a single Qdrant query. The query is encoded twice: once "
+    "by the SPLADE learned-sparse encoder and once by the dense sentence encoder. Qdrant runs a sparse "
+    "prefetch and a dense prefetch, and the two candidate lists are fused into one ranking.\n"
+    "Sparse retrieval is precise on rare words such as product names. Dense retrieval understands "
+    "paraphrases. The starting fusion method is reciprocal rank fusion, which damps the very first ranks.",
+    "Hybrid retrieval",
+)
+
+
+def test_a_claim_is_read_where_the_passage_states_it_not_stitched_from_words_all_over_it() -> None:
+    verifier = Verifier([HYBRID], rules=GroundingRules(support_window=2))
+    stitched = verifier.check("The encoder lists damp rare paraphrases into a single prefetch [1].")
+    assert not stitched.supported  # every word is on the page, none of it says this
+    whole_page = Verifier([HYBRID], rules=GroundingRules(support_window=100))
+    assert whole_page.check("The encoder lists damp rare paraphrases into a single prefetch [1].").supported
+    stated = verifier.check("The two candidate lists are fused into one ranking [1].")
+    assert stated.supported and stated.coverage == 1.0
+    across_two = verifier.check("The query is encoded by the SPLADE encoder, and Qdrant fuses the lists [1].")
+    assert across_two.supported  # two neighbouring sentences state it together
+
+
+def test_a_word_no_dictionary_knows_must_be_in_the_source() -> None:
+    known = {"the", "hybrid", "retrieval", "is", "learned", "sparse", "encoder", "named"}.__contains__
+    verifier = Verifier([HYBRID], known_word=known, question="What is SPLADE's retreival like?")
+    typo = verifier.check("The hybrid retrieble is a learned sparse encoder [1].")
+    assert not typo.supported and typo.missing_exact == ("retrieble",)
+    # a word the source writes, or one the visitor used, is no invention
+    assert verifier.check("Hybrid retrieval is a learned sparse encoder named SPLADE [1].").supported
+    assert "retreival" not in verifier.check("The retreival is a learned sparse encoder [1].").missing_exact
+    # without a lookup (a language with no word list) nothing is called unknown
+    assert Verifier([HYBRID]).check("The hybrid retrieble is a learned sparse encoder [1].").supported
+
+
+def test_the_word_lookup_knows_real_words_in_the_languages_asked() -> None:
+    from ragbot.generation.lexicon import known_word
+
+    english = known_word(["en", "und"])
+    assert english is not None
+    assert english("retrieval") and english("modules") and not english("retrieble")
+    german = known_word(["de"])
+    assert german is not None and german("rückerstattung")
+    assert known_word(["und", "xx"]) is None
+
+
+def test_a_hard_wrapped_paragraph_is_read_as_its_sentences() -> None:
+    text = (
+        "# Hybrid retrieval\n\nragbot combines sparse and dense retrieval. "
+        "The query is encoded twice: once by\n"
+        "the SPLADE encoder and once by the dense encoder. Qdrant fuses\nthe two lists.\n"
+        "- a list item\n- another one\n| a | table |"
+    )
+    assert passage_sentences(text) == [
+        "# Hybrid retrieval",
+        "ragbot combines sparse and dense retrieval.",
+        "The query is encoded twice: once by the SPLADE encoder and once by the dense encoder.",
+        "Qdrant fuses the two lists.",
+        "- a list item",
+        "- another one",
+        "| a | table |",
+    ]
