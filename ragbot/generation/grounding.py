@@ -56,6 +56,7 @@ __all__ = [
     "render_markers",
     "split_sentences",
     "strip_markers",
+    "without_verdict",
 ]
 
 Embed = Callable[[Sequence[str]], Sequence[Sequence[float]]]
@@ -497,6 +498,23 @@ def extract(
     return chosen
 
 
+_VERDICT = re.compile(r"(?:yes|no)[,.!;:]\s*", re.IGNORECASE)  # "No data leaves..." is no verdict
+
+
+def without_verdict(sentence: str) -> str:
+    """The sentence without a leading bare "Yes," or "No," (the same object when there is none).
+
+    A yes or no answers the question, not anything a passage states, so no support check can back it:
+    a small model opens with either as readily ("No, connectors read websites and documents"), and only
+    the claim after it is shown, if its passages support that.
+    """
+    found = _VERDICT.match(sentence)
+    if found is None:
+        return sentence
+    rest = sentence[found.end() :]
+    return rest[:1].upper() + rest[1:]
+
+
 @dataclass
 class AnswerTrimmer:
     """Keeps an answer within ``max_words`` and stops it at the first repetition.
@@ -568,12 +586,16 @@ class AnswerGate:
 
     def _release(self, sentences: Sequence[tuple[str, bool]]) -> str:
         out: list[str] = []
-        for sentence, newline in sentences:
+        for said, newline in sentences:
             if self.done:
                 break
+            sentence = without_verdict(said)
             verdict = self._verifier.check(sentence)
             if verdict.neutral:
-                self._neutral.append((strip_markers(sentence), newline))
+                if sentence is said:
+                    self._neutral.append((strip_markers(sentence), newline))
+                else:  # "Yes, you do." says nothing a passage could back
+                    self.dropped.append((said, verdict))
                 continue
             if not verdict.supported:
                 self.dropped.append((sentence, verdict))

@@ -21,6 +21,7 @@ from ragbot.generation.grounding import (
     render_markers,
     split_sentences,
     strip_markers,
+    without_verdict,
 )
 
 pytestmark = pytest.mark.unit
@@ -270,3 +271,17 @@ def test_a_hard_wrapped_paragraph_is_read_as_its_sentences() -> None:
         "- another one",
         "| a | table |",
     ]
+
+
+def test_a_bare_yes_or_no_is_never_shown_only_the_claim_after_it() -> None:
+    assert without_verdict("No, connectors read websites [1].") == "Connectors read websites [1]."
+    assert without_verdict("Yes. It does.") == "It does."
+    assert without_verdict("Nothing to strip.") == "Nothing to strip."
+    assert without_verdict("Notably, yes.") == "Notably, yes."
+    assert without_verdict("No data leaves the server.") == "No data leaves the server."  # not a verdict
+    assert without_verdict("No-code setup works.") == "No-code setup works."
+    gate = AnswerGate(Verifier(PASSAGES), AnswerTrimmer(max_words=100))
+    shown = gate.feed("Yes, you do. No, conversations are stored in SQLite by default [1]. ")
+    shown += gate.finish()
+    assert shown == "Conversations are stored in SQLite by default [1]."
+    assert [s for s, _ in gate.dropped] == ["Yes, you do."]
