@@ -200,19 +200,22 @@ class Retriever:
         if self._fusion == "zscore_calibrated":
             learned = self.calibration.weights(bot_id)
             usual = self.calibration.scales(bot_id)
+            # SPLADE already reads every word of a question without pieced words: BM25 would count them twice
+            bm25_votes = q_bm25 is not None and holds_pieced_words(query, self._sparse.count_tokens)
+
+            def fusion_weights(n_lists: int) -> tuple[float, ...]:
+                weights = fusion_fns.renormalised(learned, n_lists)
+                return weights if n_lists <= 2 or bm25_votes else (*weights[:2], 0.0)
 
             def worth_rescoring(lists: Sequence[list[Scored]]) -> set[str]:
-                weights = fusion_fns.renormalised(learned, len(lists))
                 spreads = usual[: len(lists)] if usual is not None else None
-                return fusion_fns.worth_rescoring(lists, weights, top_k, spreads)
+                return fusion_fns.worth_rescoring(lists, fusion_weights(len(lists)), top_k, spreads)
 
             candidates = self._index.hybrid_candidates(
                 bot_id, q_sparse, q_dense, prefetch_k, worth_rescoring, bm25=q_bm25
             )
             lists = _top_lists(candidates)
-            weights = fusion_fns.renormalised(learned, len(lists))
-            if len(lists) > 2 and not holds_pieced_words(query, self._sparse.count_tokens):
-                weights = (*weights[:2], 0.0)  # SPLADE already reads every word: BM25 would count them twice
+            weights = fusion_weights(len(lists))
             scales = usual[: len(lists)] if usual is not None else None
             self.calibration.observe(
                 bot_id,
