@@ -128,10 +128,21 @@ def _links(tree: HtmlElement, base: str) -> Iterable[str]:
         href = (anchor.get("href") or "").strip()
         if not href or href.startswith("#") or href.lower().startswith(_SKIPPED_SCHEMES):
             continue
-        url = urldefrag(urljoin(base, href)).url
+        url = urldefrag(urljoin(base, _slashes(href) if _is_web(base) else href)).url
         if url.startswith(("http://", "https://")) and url not in seen:
             seen.add(url)
             yield url
+
+
+def _is_web(base: str) -> bool:
+    return base.lower().startswith(("http://", "https://"))
+
+
+def _slashes(href: str) -> str:
+    """Backslashes before the query or fragment read as slashes, as browsers read a web link (the URL
+    standard's rule for http and https): ``href="\\"`` is the site's root, not a page named ``%5C``."""
+    end = min((i for i in (href.find("?"), href.find("#")) if i >= 0), default=len(href))
+    return href[:end].replace("\\", "/") + href[end:]
 
 
 def _block_text(element: Any) -> str:

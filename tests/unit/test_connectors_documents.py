@@ -182,3 +182,15 @@ def test_format_detection_prefers_a_specific_content_type() -> None:
     assert detect_format("subs.srt", "application/octet-stream") is DocumentFormat.SRT
     assert detect_format("report.pdf", None) is DocumentFormat.PDF
     assert detect_format("archive.zip", None) is None
+
+
+def test_html_links_read_backslashes_as_a_browser_does() -> None:
+    """A web link's backslashes are path slashes (the URL standard for http and https), so ``href="\\"``
+    is the site root, not a page named ``%5C`` that 404s; in the query they stay as written."""
+    page = parse_html(
+        b'<html><body><main><p>Some text here.</p><a href="\\">Top</a> <a href="a\\b.html?q=x\\y">B</a>'
+        b"</main></body></html>",
+        uri="https://acme.test/docs/page.html",
+        fallback_title="page",
+    )
+    assert page.links == ("https://acme.test/", "https://acme.test/docs/a/b.html?q=x\\y")
