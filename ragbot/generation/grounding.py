@@ -310,12 +310,18 @@ class _PassageView:
     vectors: list[Sequence[float]] | None = None
 
 
-def _windows(passage: Passage, size: int) -> list[set[str]]:
-    """The content terms of each run of ``size`` consecutive sentences, each with the title's."""
+def _view(passage: Passage, window: int) -> _PassageView:
+    """The passage read once: its sentences' content terms serve both the windows and the dense check."""
+    sentences = passage_sentences(passage.text)
+    terms = [content_terms(s) for s in sentences] or [set()]
     title = content_terms(passage.title)
-    sentences = [content_terms(s) for s in passage_sentences(passage.text)] or [set()]
-    width = min(max(size, 1), len(sentences))
-    return [title.union(*sentences[i : i + width]) for i in range(len(sentences) - width + 1)]
+    width = min(max(window, 1), len(terms))
+    return _PassageView(
+        passage=passage,
+        windows=[title.union(*terms[i : i + width]) for i in range(len(terms) - width + 1)],
+        lowered=f"{passage.title} {passage.text}".lower(),
+        sentences=[s for s, t in zip(sentences, terms, strict=False) if len(t) >= 2] or [passage.text],
+    )
 
 
 class Verifier:
@@ -336,15 +342,7 @@ class Verifier:
         self._question_words = {w.lower() for w in _WORD.findall(question)}
         self._embed = embed
         self._known_word = known_word
-        self._views = {
-            p.n: _PassageView(
-                passage=p,
-                windows=_windows(p, self.rules.support_window),
-                lowered=f"{p.title} {p.text}".lower(),
-                sentences=[s for s in passage_sentences(p.text) if len(content_terms(s)) >= 2] or [p.text],
-            )
-            for p in passages
-        }
+        self._views = {p.n: _view(p, self.rules.support_window) for p in passages}
 
     @property
     def numbers(self) -> list[int]:

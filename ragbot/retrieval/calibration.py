@@ -24,7 +24,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field
-from typing import Protocol, cast
+from typing import Protocol
 
 from ragbot.retrieval.fusion import (
     CALIBRATION_HEAD,
@@ -70,15 +70,15 @@ class Totals:
 
     def scales(self) -> tuple[float, float, float]:
         """Each retriever's spread over its top ``SCALE_DEPTH`` scores of every query (0: no spread)."""
-        n = self.queries
-        levels = (self.sparse_mean_sum, self.dense_mean_sum, self.bm25_mean_sum)
-        squares = (self.sparse_square_sum, self.dense_square_sum, self.bm25_square_sum)
-        return cast(
-            tuple[float, float, float],
-            tuple(
-                math.sqrt(max(0.0, q / n - (m / n) ** 2)) if n else 0.0
-                for m, q in zip(levels, squares, strict=True)
-            ),
+
+        def spread(mean_sum: float, square_sum: float) -> float:
+            n = self.queries
+            return math.sqrt(max(0.0, square_sum / n - (mean_sum / n) ** 2)) if n else 0.0
+
+        return (
+            spread(self.sparse_mean_sum, self.sparse_square_sum),
+            spread(self.dense_mean_sum, self.dense_square_sum),
+            spread(self.bm25_mean_sum, self.bm25_square_sum),
         )
 
 

@@ -207,16 +207,20 @@ class Retriever:
                 weights = fusion_fns.renormalised(learned, n_lists)
                 return weights if n_lists <= 2 or bm25_votes else (*weights[:2], 0.0)
 
+            def fusion_scales(n_lists: int) -> tuple[float, ...] | None:
+                return usual[:n_lists] if usual is not None else None
+
             def worth_rescoring(lists: Sequence[list[Scored]]) -> set[str]:
-                spreads = usual[: len(lists)] if usual is not None else None
-                return fusion_fns.worth_rescoring(lists, fusion_weights(len(lists)), top_k, spreads)
+                n_lists = len(lists)
+                return fusion_fns.worth_rescoring(
+                    lists, fusion_weights(n_lists), top_k, fusion_scales(n_lists)
+                )
 
             candidates = self._index.hybrid_candidates(
                 bot_id, q_sparse, q_dense, prefetch_k, worth_rescoring, bm25=q_bm25
             )
             lists = _top_lists(candidates)
-            weights = fusion_weights(len(lists))
-            scales = usual[: len(lists)] if usual is not None else None
+            weights, scales = fusion_weights(len(lists)), fusion_scales(len(lists))
             self.calibration.observe(
                 bot_id,
                 [c.sparse_score for c in lists[0]],
