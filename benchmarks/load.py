@@ -27,7 +27,11 @@ answer is held and an extractive answer follows). ``ragbot serve``'s CPU use is 
 
 Faults: ``--fault-stop CMD`` runs a shell command ``--fault-at`` seconds in (default: half-way) and
 ``--fault-start CMD`` ``--fault-down`` seconds later; turns sent before, during and after are counted apart
-(after it cleared, every turn should be answered again without restarting ragbot). ``--repeat N`` runs N times
+(after it cleared, every turn should be answered again without restarting ragbot). ``--webhooks`` subscribes a
+receiver on loopback to ``message.created`` and leaves the sending to a ``ragbot worker --no-jobs`` process
+(``RAGBOT_API_SENDS_WEBHOOKS=false``); after the run it waits until the outbox is empty and prints the
+deliveries queued / accepted / sent again / missing. ``--kill-worker`` is the fault of a worker killed with
+SIGKILL at ``--fault-at`` and a new one started ``--fault-down`` later. ``--repeat N`` runs N times
 (a fresh ragbot each) and prints the medians; ``--side-by-side`` alternates embedded and ``--database-url``.
 
     python benchmarks/load.py --visitors 50 --interval 10 --duration 90
@@ -38,6 +42,7 @@ Faults: ``--fault-stop CMD`` runs a shell command ``--fault-at`` seconds in (def
     python benchmarks/load.py ... --redis-url redis://127.0.0.1:6379/0 \\
         --fault-stop 'redis-cli shutdown nosave' --fault-start 'redis-server --daemonize yes' --fault-down 5
     python benchmarks/load.py ... --katan-flag=--error-rate=0.3            # the LLM failing 30% of calls
+    python benchmarks/load.py ... --database-url ... --kill-worker        # the webhook worker SIGKILLed
     python benchmarks/load.py ... --py-spy /tmp/pyspy/bin/py-spy --profile-out load.svg
 """
 
@@ -56,7 +61,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,6 +72,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from fixtures.webhook_receiver import Receiver  # noqa: E402
 from integration.katan import LOOPBACK, KatanServer, free_port  # noqa: E402
 
 SAMPLE = ROOT / "ragbot" / "sample_content"
@@ -94,6 +100,9 @@ FOLLOW_UPS = [
 #: Parts of ragbot's own share the ``done`` event's ``timings`` report: storing the visitor's message,
 #: retrieval, and the grounding gate holding text until a sentence is verified.
 PHASES = ("setup_ms", "retrieval_ms", "held_ms")
+#: The webhook sender's timeout under ``--webhooks``: a killed worker's sends are due again after its lease,
+#: 4 timeouts + 30 s (``ragbot.webhooks.worker``).
+WEBHOOK_TIMEOUT_S = 2.0
 #: ``done`` statuses that are an answer the visitor got (a decline is an answer too).
 ANSWERED = {"complete", "refused", "forwarded"}
 
@@ -182,6 +191,10 @@ def _env(
         env["RAGBOT_DATABASE_URL"] = database_url
     if args.redis_url:
         env["RAGBOT_REDIS_URL"] = args.redis_url
+    if args.webhooks:
+        env["RAGBOT_API_SENDS_WEBHOOKS"] = "false"  # `ragbot worker --no-jobs` sends them
+        env["RAGBOT_WEBHOOK_ALLOW_PRIVATE"] = "true"  # the receiver is on loopback
+        env["RAGBOT_WEBHOOK_TIMEOUT_S"] = str(WEBHOOK_TIMEOUT_S)
     return env
 
 
@@ -232,6 +245,13 @@ class Serve:
             time.sleep(0.2)
         raise RuntimeError(f"ragbot serve not ready within {timeout_s} s:\n{self.log_tail()}")
 
+    def admin_key(self) -> str:
+        """The admin API key ``ragbot serve`` printed on its first start."""
+        match = re.search(r"admin API key \(shown once, store it now\): (\S+)", self.log_path.read_text())
+        if match is None:
+            raise RuntimeError(f"ragbot serve printed no admin key:\n{self.log_tail()}")
+        return match.group(1)
+
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM (a graceful shutdown: streams in flight end first), then SIGKILL if it hangs."""
         if self.proc.poll() is None:
@@ -245,6 +265,139 @@ class Serve:
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
+
+
+class WorkerProcess:
+    """``ragbot worker --no-jobs`` in a subprocess (the ingest jobs stay with ``ragbot serve``, which owns
+    an embedded shard): it sends the webhooks. Its log is appended to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*_ragbot_command(), "worker", "--no-jobs"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+            )
+
+    def kill(self) -> str:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        return f"SIGKILL ragbot worker (pid {self.proc.pid}) -> {self.proc.returncode}"
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return int(self.proc.returncode)
+
+
+@dataclass
+class Webhooks:
+    """A receiver on loopback subscribed (through the admin API) to every ``message.created``, and the
+    ``ragbot worker`` process sending to it; ``--kill-worker`` replaces the process mid-run."""
+
+    receiver: Receiver
+    secret: str
+    env: dict[str, str]
+    log_dir: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, serve: Serve, env: dict[str, str], log_dir: Path) -> Webhooks:
+        receiver = Receiver(lambda _id, _n: 200).start()
+        response = httpx.post(
+            f"{serve.base_url}/v1/webhooks",
+            json={"url": receiver.url, "events": ["message.created"]},
+            headers={"Authorization": f"Bearer {serve.admin_key()}"},
+            timeout=30,
+            trust_env=False,
+        )
+        response.raise_for_status()
+        hooks = cls(receiver, response.json()["secret"], env, log_dir)
+        hooks.start_worker()
+        return hooks
+
+    def start_worker(self) -> str:
+        self.workers.append(WorkerProcess(self.env, self.log_dir / "worker.log"))
+        return f"started ragbot worker --no-jobs (pid {self.workers[-1].proc.pid})"
+
+    def kill_worker(self) -> str:
+        return self.workers[-1].kill()
+
+    def drain(self, database_url: str, timeout_s: float) -> float | None:
+        """Wait until every queued delivery is delivered (or failed); the seconds it took, None if not."""
+        began = time.perf_counter()
+        while time.perf_counter() - began < timeout_s:
+            if not outbox(database_url)["pending"]:
+                return time.perf_counter() - began
+            time.sleep(0.5)
+        return None
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.receiver.stop()
+
+    def figures(self, database_url: str, drained_s: float | None) -> dict[str, Any]:
+        """Deliveries queued and their outcomes in the outbox, against what the receiver accepted."""
+        from standardwebhooks import Webhook
+
+        rows = outbox(database_url)
+        accepted = self.receiver.accepted()
+        unique = {r.msg_id for r in accepted}
+        verifier = Webhook(self.secret)
+        forged = 0
+        for request in accepted:
+            try:
+                verifier.verify(request.body, request.headers)
+            except Exception:
+                forged += 1
+        return {
+            "messages": rows["messages"],
+            "messages_without_delivery": rows["messages_without_delivery"],
+            "queued": rows["queued"],
+            "delivered": rows["delivered"],
+            "pending": rows["pending"],
+            "failed": rows["failed"],
+            "received": len(unique),
+            "sent_again": len(accepted) - len(unique),
+            "missing": len(set(rows["ids"]) - unique),
+            "unverified": forged,
+            "drained_s": drained_s,
+        }
+
+
+def outbox(database_url: str) -> dict[str, Any]:
+    """The outbox's deliveries by status and their ids; the stored messages no delivery carries."""
+    from sqlalchemy import create_engine, select
+
+    from ragbot.db.models import Message, WebhookDelivery
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(WebhookDelivery.id, WebhookDelivery.status, WebhookDelivery.payload)
+            ).all()
+            messages = connection.execute(select(Message.id, Message.sender_type)).all()
+    finally:
+        engine.dispose()
+    statuses = _count(status for _, status, _ in rows)
+    carried = {(((payload or {}).get("data") or {}).get("message") or {}).get("id") for _, _, payload in rows}
+    return {
+        "ids": [i for i, _, _ in rows],
+        "queued": len(rows),
+        "messages": len(messages),
+        "messages_without_delivery": _count(kind for i, kind in messages if i not in carried),
+        **{name: statuses.get(name, 0) for name in ("pending", "delivered", "failed")},
+    }
 
 
 def ingest(env: dict[str, str], log_dir: Path) -> None:
@@ -360,13 +513,41 @@ async def warm_up(plan: Plan, turns: int) -> None:
         raise RuntimeError(f"warm-up turn failed: {bad[0]}")
 
 
+Step = Callable[[], Awaitable[str]]  # one side of a fault; what it did, for the log
+
+
+def shell_step(command: str) -> Step:
+    """A shell command as a fault step (``pg_ctlcluster 15 main restart``); one that fails stops the run."""
+
+    async def step() -> str:
+        proc = await asyncio.create_subprocess_shell(
+            command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await proc.communicate()
+        line = f"$ {command} -> {proc.returncode} {out.decode(errors='replace').strip()[:300]}"
+        if proc.returncode != 0:
+            raise RuntimeError(f"fault command failed: {line}")
+        return line
+
+    return step
+
+
+def call_step(action: Callable[[], str]) -> Step:
+    """A blocking call (kill a process, start one) as a fault step, off the visitors' event loop."""
+
+    async def step() -> str:
+        return await asyncio.to_thread(action)
+
+    return step
+
+
 @dataclass
 class Fault:
-    """A fault injected while the visitors run: ``stop`` (a shell command) at ``at_s`` into the run, then
-    ``start`` ``down_s`` later (if given); ``began``/``cleared`` are when the commands returned."""
+    """A fault injected while the visitors run: ``stop`` at ``at_s`` into the run, then ``start``
+    ``down_s`` later (if given); ``began``/``cleared`` are when the steps returned."""
 
-    stop: str
-    start: str | None
+    stop: Step
+    start: Step | None
     at_s: float
     down_s: float
     began: float | None = None
@@ -376,20 +557,11 @@ class Fault:
     async def run(self, started: float) -> None:
         await asyncio.sleep(max(0.0, started + self.at_s - time.perf_counter()))
         self.began = time.perf_counter()
-        await self._shell(self.stop)
+        self.log.append(await self.stop())
         if self.start:
             await asyncio.sleep(self.down_s)
-            await self._shell(self.start)
+            self.log.append(await self.start())
         self.cleared = time.perf_counter()
-
-    async def _shell(self, command: str) -> None:
-        proc = await asyncio.create_subprocess_shell(
-            command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        out, _ = await proc.communicate()
-        self.log.append(f"$ {command} -> {proc.returncode} {out.decode(errors='replace').strip()[:300]}")
-        if proc.returncode != 0:
-            raise RuntimeError(f"fault command failed: {self.log[-1]}")
 
 
 async def run_visitors(
@@ -586,6 +758,16 @@ def print_report(summary: dict[str, Any], title: str) -> None:
                 f"  turns sent {name + ':':<8}{w['sent']:>5} | answered {w['answered']} | failed with a "
                 f"clear error {w['failed_clear']} {w['error_codes'] or ''}| lost {w['lost']}"
             )
+    if "webhooks" in s:
+        w = s["webhooks"]
+        drained = "never" if w["drained_s"] is None else f"{w['drained_s']:.1f} s after ragbot stopped"
+        print(
+            f"webhooks: messages {w['messages']} | deliveries queued {w['queued']} | "
+            f"delivered {w['delivered']} | pending {w['pending']} | failed {w['failed']} | "
+            f"accepted by the receiver {w['received']} "
+            f"(sent again {w['sent_again']}, signature failures {w['unverified']}) | missing {w['missing']}; "
+            f"outbox empty {drained}"
+        )
     if "serve_cpu_cores" in s:
         print(f"ragbot serve used {s['serve_cpu_cores']:.2f} of {s['machine_cores']} cores (CPU / wall time)")
 
@@ -632,6 +814,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fault-start", default=None, help="A shell command run --fault-down s after it.")
     parser.add_argument("--fault-at", type=float, default=None, help="Seconds into the run (default: half).")
     parser.add_argument("--fault-down", type=float, default=5.0, help="Seconds between the two commands.")
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="Subscribe a loopback receiver to message.created; a `ragbot worker --no-jobs` sends them.",
+    )
+    parser.add_argument(
+        "--kill-worker",
+        action="store_true",
+        help="The fault: SIGKILL the webhook worker at --fault-at, start a new one --fault-down later.",
+    )
     parser.add_argument("--grounding", default="verify", choices=["verify", "off"])
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--warm-up", type=int, default=3, help="Turns sent (and not counted) before the run.")
@@ -652,6 +844,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.side_by_side and not args.database_url:
         parser.error("--side-by-side needs --database-url (the PostgreSQL server to compare with)")
+    if args.kill_worker and args.fault_stop:
+        parser.error("--kill-worker is the fault: leave out --fault-stop")
+    args.webhooks = args.webhooks or args.kill_worker
 
     servers: list[str | None] = [None, args.database_url] if args.side_by_side else [args.database_url]
     runs: list[dict[str, Any]] = []
@@ -665,7 +860,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         document = runs[0] if len(runs) == 1 else {"runs": runs, "medians": medians(runs)}
         args.json.write_text(json.dumps(document, indent=1))
-    return 0 if all(run["lost"] == 0 for run in runs) else 1
+    return 0 if all(run["lost"] == 0 and not run.get("webhooks_missing") for run in runs) else 1
 
 
 def run_once(args: argparse.Namespace, server: str | None) -> dict[str, Any]:
@@ -677,8 +872,12 @@ def run_once(args: argparse.Namespace, server: str | None) -> dict[str, Any]:
         ingest(env, work)
         serve = Serve(env, work / "serve.log")
         profiler: subprocess.Popen[bytes] | None = None
+        hooks: Webhooks | None = None
+        drained_s: float | None = None
         try:
             public_key = serve.wait_ready()
+            if args.webhooks:
+                hooks = Webhooks.start(serve, env, work)
             plan = Plan(
                 args.visitors, args.interval, args.duration, args.follow_ups, args.turn_timeout,
                 serve.base_url, public_key,
@@ -687,26 +886,30 @@ def run_once(args: argparse.Namespace, server: str | None) -> dict[str, Any]:
             if args.py_spy:
                 profiler = _start_profiler(args.py_spy, serve.proc.pid, args.duration, args.profile_out)
             cpu_before, wall_before = _cpu_seconds(serve.proc.pid), time.perf_counter()
-            fault = (
-                Fault(args.fault_stop, args.fault_start, args.fault_at or args.duration / 2, args.fault_down)
-                if args.fault_stop
-                else None
-            )
+            fault = _fault(args, hooks)
             started, llm_alone = asyncio.run(run_visitors(plan, args.seed, katan, fault))
             serve_cpu = (_cpu_seconds(serve.proc.pid) - cpu_before) / (time.perf_counter() - wall_before)
         finally:
             if profiler is not None:
                 profiler.wait(timeout=args.duration + 60)
             code = serve.stop()
+            if hooks is not None:  # the worker sends what the run queued, a killed one's after its lease
+                drained_s = hooks.drain(database_url, timeout_s=4 * WEBHOOK_TIMEOUT_S + 30 + 60)
+                hooks.stop()
         if code not in (0, -signal.SIGTERM):  # uvicorn re-raises the SIGTERM it handled
             print(f"ragbot serve exited with {code}:\n{serve.log_tail()}", file=sys.stderr)
         ids = [i for t in plan.turns for i in (t.visitor_message_id, t.message_id) if i]
         stored = stored_ids(database_url, ids)
+        webhooks = hooks.figures(database_url, drained_s) if hooks is not None else None
     summary = summarise(plan.turns, stored, started)
     summary["llm_alone_ttft_ms"] = percentiles(llm_alone)
     summary["serve_cpu_cores"] = serve_cpu
     if fault is not None:
         summary["fault"] = fault_figures(plan.turns, stored, fault, started)
+    if webhooks is not None:
+        summary["webhooks"] = webhooks
+        summary["webhooks_missing"] = webhooks["missing"]
+        summary["webhooks_sent_again"] = webhooks["sent_again"]
     summary["machine_cores"] = os.cpu_count()
     summary["backend"] = "PostgreSQL" if server else "SQLite + Qdrant Edge"
     title = (
@@ -719,6 +922,17 @@ def run_once(args: argparse.Namespace, server: str | None) -> dict[str, Any]:
     print_report(summary, title)
     print(f"logs: {work}", flush=True)
     return {"title": title, **summary, "turns": [asdict(t) for t in plan.turns]}
+
+
+def _fault(args: argparse.Namespace, hooks: Webhooks | None) -> Fault | None:
+    at_s = args.fault_at or args.duration / 2
+    if args.kill_worker:
+        assert hooks is not None
+        return Fault(call_step(hooks.kill_worker), call_step(hooks.start_worker), at_s, args.fault_down)
+    if args.fault_stop:
+        start = shell_step(args.fault_start) if args.fault_start else None
+        return Fault(shell_step(args.fault_stop), start, at_s, args.fault_down)
+    return None
 
 
 #: The figures ``print_medians`` sets side by side: (label, key in the summary, percentile or None).
@@ -739,6 +953,8 @@ MEDIAN_ROWS = (
     ("    held by grounding p50 (ms)", "phase_held_ms", "p50"),
     ("answers per second", "answers_per_s", None),
     ("ragbot serve CPU (cores)", "serve_cpu_cores", None),
+    ("webhooks missing (--webhooks)", "webhooks_missing", None),
+    ("webhooks sent again (--webhooks)", "webhooks_sent_again", None),
 )
 
 

@@ -415,12 +415,23 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    jobs: Annotated[
+        bool,
+        typer.Option(
+            "--jobs/--no-jobs",
+            help="Run queued ingest and report jobs here; --no-jobs leaves them to the process that owns an "
+            "embedded Qdrant Edge shard (`ragbot serve`) and only sends webhooks and runs the timers.",
+        ),
+    ] = True,
+) -> None:
     """Run the background work until stopped (Ctrl-C or SIGTERM): queued ingest jobs and due scheduled
     re-syncs, webhook deliveries, handoff timers. Any number may run beside the API processes: they share
     the work through the database. A worker killed mid-job loses nothing (its job resumes elsewhere once
     its lease runs out); on SIGTERM it hands its job back and lets webhook sends in flight finish.
-    With embedded Qdrant Edge only one process can ingest: stop `ragbot serve` or give it a Qdrant server."""
+    With embedded Qdrant Edge only one process can ingest: stop `ragbot serve` or give it a Qdrant server,
+    or run `ragbot worker --no-jobs` beside it (with RAGBOT_API_SENDS_WEBHOOKS=false the API then leaves
+    every webhook delivery to the workers)."""
     import signal
     import threading
 
@@ -434,13 +445,14 @@ def worker() -> None:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        if not runtime.settings.qdrant_url:
+        if jobs and not runtime.settings.qdrant_url:
             _ = runtime.index  # take the embedded shard now: a clear error at start, not at the first job
     except ShardInUseError as exc:
         runtime.close()
-        _fail(str(exc), 2)
-    runtime.background.start(jobs=True)
-    typer.echo("running ingest jobs, re-syncs, webhooks and handoff timers (Ctrl-C to stop)", err=True)
+        _fail(f"{exc} To send webhooks and run the timers beside it, start `ragbot worker --no-jobs`.", 2)
+    runtime.background.start(jobs=jobs, webhooks=True)
+    doing = "ingest jobs, re-syncs, webhooks and handoff timers" if jobs else "webhooks and handoff timers"
+    typer.echo(f"running {doing} (Ctrl-C to stop)", err=True)
     try:
         stopping.wait()
     except KeyboardInterrupt:

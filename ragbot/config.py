@@ -289,6 +289,13 @@ class Settings(BaseSettings):
             "Edge, which belongs to one process); false: leave them to `ragbot worker` processes."
         ),
     )
+    api_sends_webhooks: bool = Field(
+        default=True,
+        description=(
+            "`ragbot serve` sends webhook deliveries itself; false: leave them to `ragbot worker` processes, "
+            "so a slow receiver never holds an API process's threads."
+        ),
+    )
     job_lease_s: float = Field(
         default=60.0,
         ge=1,

@@ -228,6 +228,7 @@ class Runtime:
             lambda: purge_expired(self.session_factory),
             jobs=lambda: self.jobs,
             run_jobs=self.settings.api_runs_jobs,
+            send_webhooks=self.settings.api_sends_webhooks,
         )
 
     def delete_bot(self, bot_id: str, *, actor: str) -> dict[str, int]:

@@ -30,13 +30,16 @@ class Background:
         *,
         jobs: Callable[[], IngestJobs] | None = None,
         run_jobs: bool = True,
+        send_webhooks: bool = True,
         sweep_every_s: float = 15.0,
         purge_every_s: float = 3600.0,
     ) -> None:
-        """``jobs`` builds the job runner when it is first started; ``run_jobs`` is ``start()``'s default
-        (``api_runs_jobs`` for ``ragbot serve``)."""
+        """``jobs`` builds the job runner when it is first started; ``run_jobs`` and ``send_webhooks`` are
+        ``start()``'s defaults (``api_runs_jobs`` and ``api_sends_webhooks`` for ``ragbot serve``)."""
         self._jobs = jobs
         self._run_jobs = run_jobs
+        self._send_webhooks = send_webhooks
+        self._webhooks_started = False
         self._jobs_started: IngestJobs | None = None
         self._webhooks = webhooks
         self._handoff = handoff
@@ -46,15 +49,18 @@ class Background:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, *, jobs: bool | None = None) -> None:
-        """Start everything; ``jobs`` overrides whether ingest jobs run here (``ragbot worker``: always)."""
+    def start(self, *, jobs: bool | None = None, webhooks: bool | None = None) -> None:
+        """Start everything; ``jobs`` and ``webhooks`` override whether ingest jobs run and webhook
+        deliveries go out here (``ragbot worker``: webhooks always, jobs unless ``--no-jobs``)."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
         if self._jobs is not None and (self._run_jobs if jobs is None else jobs):
             self._jobs_started = self._jobs()
             self._jobs_started.start()
-        self._webhooks.start()
+        self._webhooks_started = self._send_webhooks if webhooks is None else webhooks
+        if self._webhooks_started:
+            self._webhooks.start()
         self._thread = threading.Thread(target=self._timers, name="ragbot-handoff-timers", daemon=True)
         self._thread.start()
 
@@ -67,7 +73,9 @@ class Background:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        self._webhooks.stop()
+        if self._webhooks_started:
+            self._webhooks.stop()
+            self._webhooks_started = False
 
     def _timers(self) -> None:
         next_purge = time.monotonic()

@@ -551,7 +551,8 @@ class ChatService:
                             s, bot_id, progress.message_id, status=progress.status, error=progress.error
                         )
                         return progress.message_id
-                    if repo.lock_conversation(s, bot_id, conv_id).owner_mode != OwnerMode.BOT:
+                    conv = repo.lock_conversation(s, bot_id, conv_id)
+                    if conv.owner_mode != OwnerMode.BOT:
                         progress.superseded = True  # people took over: the bot's text is not their reply
                         return None
                     bot_msg = repo.add_message(
@@ -566,11 +567,13 @@ class ChatService:
                         model=_answering_model(progress.llm, progress.configured_model),
                         latency_ms=(time.perf_counter() - started) * 1000,
                     )
+                    self._record_message(s, conv, bot_msg)  # agents and webhooks see it like any other
                     message_id = bot_msg.id
         except Exception:
             log.exception("could not store the unfinished answer of conversation %s", conv_id)
             return None
         progress.message_id = message_id
+        self._publish(conv_id)
         return message_id
 
     def _answer_steps(

@@ -31,6 +31,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ragbot.api.app import create_app
+from ragbot.db import events as events_sql
 from ragbot.db import repositories as repo
 from ragbot.db.models import CitationRow, Message
 from ragbot.db.session import make_session_factory, session_scope
@@ -293,6 +294,10 @@ def test_closing_the_stream_after_the_first_delta_stores_the_partial_answer(base
     assert bot.status == "partial"
     assert bot.content == first.data["text"].strip()
     assert "disconnect" in (bot.error or "")
+    # the agents' live stream (and the webhooks) see the partial answer like any other message
+    with session_scope(runtime.session_factory) as s:
+        seen = events_sql.events_after(s, BOT, start.data["conversation_id"], 0, visitor_only=False)
+        assert [e.data["id"] for e in seen if e.type == "message"] == [m.id for m in stored]
     _assert_asking_again_works(base, start.data["conversation_id"])
 
 

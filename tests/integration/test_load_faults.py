@@ -130,3 +130,26 @@ def test_redis_stopped_and_started_under_load(tmp_path: Path, redis_port: int) -
     _assert_nothing_lost(figures)
     _assert_service_resumed(figures)
     assert figures["failed_clear"] == 0  # rate limits fail open and streams catch up: nobody notices
+
+
+@pytest.mark.postgres
+def test_webhook_worker_killed_under_load(tmp_path: Path, postgres_url: str) -> None:
+    """Every message's webhook goes out through a `ragbot worker --no-jobs` beside `ragbot serve`; it is
+    SIGKILLed mid-run and a new one started 3 s later. Visitors never notice, and once the outbox drains
+    every message.created delivery has reached the receiver (signed), none missing."""
+    figures = _run(
+        tmp_path,
+        "--database-url",
+        postgres_url,  # load.py runs on a fresh schema of it
+        "--kill-worker",
+        "--fault-down",
+        "3",
+    )
+    _assert_nothing_lost(figures)
+    _assert_service_resumed(figures)
+    assert figures["failed_clear"] == 0
+    hooks = figures["webhooks"]
+    assert hooks["queued"] == hooks["messages"] > 0  # one delivery per stored message
+    assert hooks["drained_s"] is not None and hooks["pending"] == hooks["failed"] == 0
+    assert hooks["missing"] == 0 and hooks["received"] == hooks["queued"]
+    assert hooks["unverified"] == 0

@@ -9,13 +9,11 @@ loopback receiver itself needs ``webhook_allow_private=True`` (or 127.0.0.1/32 a
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from fixtures.auth import admin_headers
+from fixtures.webhook_receiver import Plan, Received, Receiver
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from standardwebhooks import Webhook
@@ -45,87 +44,6 @@ pytestmark = pytest.mark.integration
 
 BOT_A, BOT_B = "bot-a", "bot-b"
 LOOPBACK_AS_PUBLIC = ["127.0.0.1/32"]
-
-# --------------------------------------------------------------------------- a receiver that fails on purpose
-
-Action = int | str  # an HTTP status, or "timeout": hold the request past the client's timeout, answer nothing
-Plan = Callable[[str, int], Action]  # (webhook-id, how many times this id has arrived, 1-based) -> action
-
-
-@dataclass
-class Received:
-    msg_id: str
-    attempt: int
-    headers: dict[str, str]
-    body: bytes
-    at: datetime
-    action: Action
-
-    @property
-    def accepted(self) -> bool:
-        return isinstance(self.action, int) and 200 <= self.action < 300
-
-
-@dataclass
-class Receiver:
-    plan: Plan
-    hang_s: float = 1.0
-    requests: list[Received] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
-
-    def accepted(self) -> list[Received]:
-        with self._lock:
-            return [r for r in self.requests if r.accepted]
-
-    def of(self, msg_id: str) -> list[Received]:
-        with self._lock:
-            return [r for r in self.requests if r.msg_id == msg_id]
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                msg_id = headers.get("webhook-id", "")
-                with receiver._lock:
-                    attempt = 1 + sum(1 for r in receiver.requests if r.msg_id == msg_id)
-                    action = receiver.plan(msg_id, attempt)
-                    receiver.requests.append(Received(msg_id, attempt, headers, body, utcnow(), action))
-                if action == "timeout":
-                    time.sleep(receiver.hang_s)
-                    self.close_connection = True
-                    return
-                assert isinstance(action, int)
-                payload = b"ok" if 200 <= action < 300 else b"receiver says no"
-                self.send_response(action)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
 
 @pytest.fixture

@@ -19,15 +19,19 @@ from typing import IO, Any
 import pytest
 from fixtures.database import migrated_sessions
 from fixtures.site import FixtureSite
+from fixtures.webhook_receiver import Receiver
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from standardwebhooks import Webhook
 
 from ragbot.config import Settings
 from ragbot.db import jobs as sql
 from ragbot.db import repositories as repo
-from ragbot.db.models import DocumentRow, IngestJob, Source, utcnow
+from ragbot.db.models import DocumentRow, IngestJob, Source, WebhookDelivery, utcnow
 from ragbot.db.session import make_engine, make_session_factory, migrate, session_scope
 from ragbot.index import open_index
+from ragbot.webhooks.outbox import enqueue
+from ragbot.webhooks.service import WebhookService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -51,7 +55,7 @@ def _write_corpus(folder: Path, documents: int) -> None:
 class Worker:
     """A ``ragbot worker`` process with its own data folder (its Edge shard), logging to a file."""
 
-    def __init__(self, data_dir: Path, database_url: str, log: Path, **settings: str) -> None:
+    def __init__(self, data_dir: Path, database_url: str, log: Path, *args: str, **settings: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAGBOT_")}
         env.update(
             {
@@ -68,7 +72,7 @@ class Worker:
         self.log_path = log
         self._log: IO[str] = log.open("a", encoding="utf-8")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from ragbot.cli import main; main()", "worker"],
+            [sys.executable, "-c", "from ragbot.cli import main; main()", "worker", *args],
             env=env,
             cwd=data_dir.parent,
             stdout=self._log,
@@ -298,5 +302,52 @@ def test_a_worker_beside_a_process_holding_the_embedded_shard_says_what_to_do(
         assert worker.wait(120) == 2
         log = worker.log()
         assert "is open in another process" in log and "RAGBOT_QDRANT_URL" in log, log
+        assert "ragbot worker --no-jobs" in log, log
     finally:
+        held.close()
+
+
+def test_a_worker_without_jobs_beside_the_shard_owner_delivers_webhooks_through_a_sigkill(
+    tmp_path: Path, database_url: str, sessions: sessionmaker[Session], workers: list[Worker]
+) -> None:
+    """`ragbot worker --no-jobs` runs beside the process that owns the embedded shard (`ragbot serve` with
+    RAGBOT_API_SENDS_WEBHOOKS=false). Killed with SIGKILL while its sends hang at the receiver, it loses
+    nothing: the next worker sends what was waiting at once and what the dead one held once its lease
+    runs out, each event under its own webhook-id, signed, until every one is accepted."""
+    data = tmp_path / "data"
+    held = open_index(Settings(data_dir=data))  # stands in for `ragbot serve`
+    hanging = {"on": True}
+    receiver = Receiver(lambda _id, _n: "timeout" if hanging["on"] else 200, hang_s=5.0).start()
+    try:
+        settings = Settings(data_dir=data, database_url=database_url, webhook_allow_private=True)
+        service = WebhookService(sessions, settings)
+        secret, _ = service.create(BOT, receiver.url, ["message.created"])
+        service.close()
+        with session_scope(sessions) as s:
+            ids = [i for n in range(6) for i in enqueue(s, BOT, "message.created", {"n": n})]
+        options = {"webhook_allow_private": "true", "webhook_timeout_s": "2", "webhook_backoff_s": "0.2"}
+        first = Worker(data, database_url, tmp_path / "worker1.log", "--no-jobs", **options)
+        workers.append(first)
+        _until(lambda: receiver.requests, 120, "the first send", first)
+        first.signal(signal.SIGKILL)
+        assert first.wait() == -signal.SIGKILL
+        cut_short = {r.msg_id for r in receiver.requests}
+        hanging["on"] = False
+        second = Worker(data, database_url, tmp_path / "worker2.log", "--no-jobs", **options)
+        workers.append(second)
+
+        def delivered() -> bool:
+            with sessions() as s:
+                rows = s.scalars(select(WebhookDelivery).where(WebhookDelivery.id.in_(ids))).all()
+                return len(rows) == len(ids) and all(r.status == "delivered" for r in rows)
+
+        _until(delivered, 120, "every delivery accepted", second)  # the lease: 4 x 2 s + 30 s
+        accepted = receiver.accepted()
+        assert {r.msg_id for r in accepted} == set(ids)  # none lost
+        assert all(Webhook(secret).verify(r.body, r.headers) for r in accepted)
+        assert cut_short and all(len(receiver.of(i)) >= 2 for i in cut_short)  # sent again, same id
+        second.signal(signal.SIGTERM)
+        assert second.wait(60) == 0
+    finally:
+        receiver.stop()
         held.close()
