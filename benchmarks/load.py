@@ -254,14 +254,7 @@ class Serve:
 
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM (a graceful shutdown: streams in flight end first), then SIGKILL if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return int(self.proc.returncode)
+        return _terminate(self.proc, timeout_s)
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
@@ -288,14 +281,8 @@ class WorkerProcess:
         return f"SIGKILL ragbot worker (pid {self.proc.pid}) -> {self.proc.returncode}"
 
     def stop(self, timeout_s: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return int(self.proc.returncode)
+        """SIGTERM (webhook sends in flight finish), then SIGKILL if it hangs."""
+        return _terminate(self.proc, timeout_s)
 
 
 @dataclass
@@ -398,6 +385,18 @@ def outbox(database_url: str) -> dict[str, Any]:
         "messages_without_delivery": _count(kind for i, kind in messages if i not in carried),
         **{name: statuses.get(name, 0) for name in ("pending", "delivered", "failed")},
     }
+
+
+def _terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """SIGTERM, then SIGKILL if the process has not exited within ``timeout_s``; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return int(proc.returncode)
 
 
 def ingest(env: dict[str, str], log_dir: Path) -> None:
