@@ -41,7 +41,7 @@ SIGKILL at ``--fault-at`` and a new one started ``--fault-down`` later. ``--repe
     python benchmarks/load.py ... --database-url ... --fault-stop 'pg_ctlcluster 15 main restart'
     python benchmarks/load.py ... --redis-url redis://127.0.0.1:6379/0 \\
         --fault-stop 'redis-cli shutdown nosave' --fault-start 'redis-server --daemonize yes' --fault-down 5
-    python benchmarks/load.py ... --katan-flag=--error-rate=0.3            # the LLM failing 30% of calls
+    python benchmarks/load.py ... --llm-error-rate 0.15 --llm-hang-rate 0.15  # 30% of LLM calls fail
     python benchmarks/load.py ... --database-url ... --kill-worker        # the webhook worker SIGKILLed
     python benchmarks/load.py ... --py-spy /tmp/pyspy/bin/py-spy --profile-out load.svg
 """
@@ -72,6 +72,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from fixtures.flaky_llm import FlakyLLM  # noqa: E402
 from fixtures.webhook_receiver import Receiver  # noqa: E402
 from integration.katan import LOOPBACK, KatanServer, free_port  # noqa: E402
 
@@ -166,8 +167,9 @@ def _ragbot_command() -> list[str]:
 
 
 def _env(
-    data_dir: Path, database_url: str | None, katan: KatanServer, args: argparse.Namespace
+    data_dir: Path, database_url: str | None, katan: KatanServer, llm_url: str, args: argparse.Namespace
 ) -> dict[str, str]:
+    """ragbot's settings for a run; ``llm_url`` is llm-katan's, or the fault proxy's in front of it."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -176,7 +178,7 @@ def _env(
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "RAGBOT_DATA_DIR": str(data_dir),
         "RAGBOT_LLM_MODEL": f"openai/{katan.served_model}",
-        "RAGBOT_LLM_API_BASE": katan.base_url,
+        "RAGBOT_LLM_API_BASE": llm_url,
         "RAGBOT_LLM_API_KEY": "sk-load-test",
         "RAGBOT_LLM_FALLBACKS": "[]",
         "RAGBOT_GROUNDING": args.grounding,
@@ -191,6 +193,8 @@ def _env(
         env["RAGBOT_DATABASE_URL"] = database_url
     if args.redis_url:
         env["RAGBOT_REDIS_URL"] = args.redis_url
+    if args.llm_hang_rate:
+        env["RAGBOT_LLM_FIRST_TOKEN_TIMEOUT_S"] = str(args.llm_timeout_s)
     if args.webhooks:
         env["RAGBOT_API_SENDS_WEBHOOKS"] = "false"  # `ragbot worker --no-jobs` sends them
         env["RAGBOT_WEBHOOK_ALLOW_PRIVATE"] = "true"  # the receiver is on loopback
@@ -748,6 +752,8 @@ def print_report(summary: dict[str, Any], title: str) -> None:
     for name, label in zip(PHASES, ("storing the message", "retrieval", "held by grounding"), strict=True):
         print(f"    {label + ':':<23}{_fmt(s['phase_' + name])}")
     print(f"answers per second: {s['answers_per_s']:.2f} (over {s['span_s']:.1f} s)")
+    if "llm_faults" in s:
+        print(f"LLM calls through the fault proxy: {s['llm_faults']}")
     if "fault" in s:
         f = s["fault"]
         print(f"fault from {f['began_s']:.1f} s to {f['cleared_s']:.1f} s: {'; '.join(f['commands'])}")
@@ -801,6 +807,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         help="More llm-katan flags, e.g. --katan-flag=--error-rate=0.3",
+    )
+    parser.add_argument(
+        "--llm-error-rate",
+        type=float,
+        default=0.0,
+        help="Share of LLM calls answered HTTP 500 by a fault proxy in front of llm-katan (whole run).",
+    )
+    parser.add_argument(
+        "--llm-hang-rate",
+        type=float,
+        default=0.0,
+        help="Share of LLM calls that hang without a byte (a provider timeout), through the same proxy.",
+    )
+    parser.add_argument(
+        "--llm-timeout-s",
+        type=float,
+        default=3.0,
+        help="ragbot's first-token deadline per LLM attempt while calls hang "
+        "(RAGBOT_LLM_FIRST_TOKEN_TIMEOUT_S).",
     )
     parser.add_argument(
         "--redis-url", default=None, help="Rate limits and the events bus in this Redis (default: memory)."
@@ -866,8 +891,13 @@ def run_once(args: argparse.Namespace, server: str | None) -> dict[str, Any]:
     """One run against a fresh ``ragbot serve``: embedded, or on a fresh schema of ``server``."""
     work = Path(tempfile.mkdtemp(prefix="ragbot-load-"))
     katan_flags = [*katan_pacing(args.ttft_ms, args.chunk_delay_ms), *args.katan_flag]
-    with KatanServer(*katan_flags, log_dir=work) as katan, _database(server, work) as database_url:
-        env = _env(work / "data", database_url if server else None, katan, args)
+    with (
+        KatanServer(*katan_flags, log_dir=work) as katan,
+        _flaky(katan, args) as flaky,
+        _database(server, work) as database_url,
+    ):
+        llm_url = flaky.base_url if flaky is not None else katan.base_url
+        env = _env(work / "data", database_url if server else None, katan, llm_url, args)
         ingest(env, work)
         serve = Serve(env, work / "serve.log")
         profiler: subprocess.Popen[bytes] | None = None
@@ -902,6 +932,8 @@ def run_once(args: argparse.Namespace, server: str | None) -> dict[str, Any]:
         webhooks = hooks.figures(database_url, drained_s) if hooks is not None else None
     summary = summarise(plan.turns, stored, started)
     summary["llm_alone_ttft_ms"] = percentiles(llm_alone)
+    if flaky is not None:
+        summary["llm_faults"] = dict(flaky.counts)
     summary["serve_cpu_cores"] = serve_cpu
     if fault is not None:
         summary["fault"] = fault_figures(plan.turns, stored, fault, started)
@@ -918,9 +950,26 @@ def run_once(args: argparse.Namespace, server: str | None) -> dict[str, Any]:
         f"llm-katan echo, first token {args.ttft_ms} ms, {args.chunk_delay_ms} ms between chunks "
         f"{' '.join(args.katan_flag)}"
     )
+    if flaky is not None:
+        title += (
+            f"; LLM calls failing on purpose: {args.llm_error_rate:.0%} HTTP 500, {args.llm_hang_rate:.0%} "
+            f"hanging (ragbot's first-token timeout {args.llm_timeout_s:g} s)"
+        )
     print_report(summary, title)
     print(f"logs: {work}", flush=True)
     return {"title": title, **summary, "turns": [asdict(t) for t in plan.turns]}
+
+
+@contextmanager
+def _flaky(katan: KatanServer, args: argparse.Namespace) -> Iterator[FlakyLLM | None]:
+    """The fault proxy in front of llm-katan when the run injects LLM failures, else None."""
+    if not (args.llm_error_rate or args.llm_hang_rate):
+        yield None
+        return
+    with FlakyLLM(
+        katan.base_url, error_rate=args.llm_error_rate, hang_rate=args.llm_hang_rate, seed=args.seed
+    ) as flaky:
+        yield flaky
 
 
 def _fault(args: argparse.Namespace, hooks: Webhooks | None) -> Fault | None:

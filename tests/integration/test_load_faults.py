@@ -1,7 +1,8 @@
 """Faults while visitors chat: ``benchmarks/load.py`` against a real ``ragbot serve``, with a fault
-injected half-way (the LLM failing 30% of its calls, PostgreSQL restarted with ``pg_ctlcluster``, Redis
-stopped and started). Every visitor message must be stored, every turn must end answered or with a clear
-error, and once the fault has cleared every turn is answered again, without restarting ragbot.
+injected half-way (the LLM failing 30% of its calls with 500s and hangs, PostgreSQL restarted with
+``pg_ctlcluster``, Redis stopped and started, the webhook worker killed with SIGKILL). Every visitor
+message must be stored, every turn must end answered or with a clear error, and once the fault has
+cleared every turn is answered again, without restarting ragbot.
 
 PostgreSQL and Redis are private instances made for the test (a ``pg_createcluster`` cluster, a
 ``redis-server`` on a free port) so restarting them disturbs nothing else on the machine.
@@ -100,8 +101,12 @@ def _redis_start(port: int) -> str:
 
 
 def test_llm_failing_a_third_of_its_calls(tmp_path: Path) -> None:
-    figures = _run(tmp_path, "--katan-flag=--error-rate=0.3")  # for the whole run
+    """15% of LLM calls answered 500 and 15% hanging without a byte, for the whole run (a fault proxy in
+    front of llm-katan); ragbot's first-token deadline is 3 s, so a hung call is a timeout it retries."""
+    figures = _run(tmp_path, "--llm-error-rate", "0.15", "--llm-hang-rate", "0.15")
     _assert_nothing_lost(figures)
+    faults = figures["llm_faults"]
+    assert faults["error"] > 0 and faults["hang"] > 0  # both kinds really happened
     assert figures["answered"] > figures["sent"] // 2  # retries and fallbacks carry most turns through
     assert set(figures["error_codes"]) <= {"llm_unavailable"}
 
