@@ -1,6 +1,7 @@
 """``ragbot worker`` as real processes: one killed with SIGKILL in the middle of an ingest leaves its job
 to the next, which finishes it with no duplicate and no orphan point or row; SIGTERM hands a job back;
-a due re-sync runs once with several workers. On SQLite and PostgreSQL, with the real encoders and an
+a due re-sync runs once with several workers; a ``--no-jobs`` worker beside the process that owns the
+shard sends every webhook through a SIGKILL. On SQLite and PostgreSQL, with the real encoders and an
 embedded Qdrant Edge shard (no Qdrant server runs here: each worker owns its data folder's shard)."""
 
 from __future__ import annotations
