@@ -10,7 +10,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +19,7 @@ from ragbot.config import Settings
 from ragbot.db import bots as bots_sql
 from ragbot.db import repositories as repo
 from ragbot.db.models import Bot, utcnow
+from ragbot.db.retry import retrying
 from ragbot.db.session import session_scope
 from ragbot.handoff.hours import InvalidOfficeHoursError, check_office_hours
 from ragbot.leads.form import LeadForm
@@ -308,32 +309,45 @@ def _slug(name: str) -> str:
     return slug or "bot"
 
 
+_T = TypeVar("_T")
+
+
 class BotService:
     def __init__(self, sessions: sessionmaker[Session], settings: Settings) -> None:
         self._sessions = sessions
         self._settings = settings
 
     # ------------------------------------------------------------------ reads
+    def _read(self, read: Callable[[Session], _T]) -> _T:
+        """One read, waiting out a database restart (``db_retry_s``) as a chat turn's writes do: the chat,
+        search and widget-session routes read the bot first, and a visitor's message must not be refused
+        for the second or two a restart takes."""
+        for attempt in retrying(self._settings.db_retry_s):
+            with attempt, session_scope(self._sessions) as s:
+                return read(s)
+        raise AssertionError("unreachable: retrying() raises the last error when it gives up")
+
     def get(self, bot_id: str) -> dict[str, Any] | None:
-        with session_scope(self._sessions) as s:
-            bot = bots_sql.get_bot(s, bot_id) if repo.is_storable(bot_id) else None
-            return bot_to_dict(bot) if bot else None
+        if not repo.is_storable(bot_id):
+            return None
+        return self._read(lambda s: bot_to_dict(bot) if (bot := bots_sql.get_bot(s, bot_id)) else None)
 
     def list_bots(self, bot_ids: list[str] | None = None) -> list[dict[str, Any]]:
         with session_scope(self._sessions) as s:
             return [bot_to_dict(b) for b in bots_sql.list_bots(s, bot_ids)]
 
     def profile(self, bot_id: str) -> BotProfile | None:
-        with session_scope(self._sessions) as s:
-            bot = bots_sql.get_bot(s, bot_id) if repo.is_storable(bot_id) else None
-            return BotProfile.of(bot, self._settings) if bot else None
+        if not repo.is_storable(bot_id):
+            return None
+        return self._read(lambda s: self._profile(bots_sql.get_bot(s, bot_id)))
 
     def profile_by_public_key(self, public_key: str) -> BotProfile | None:
         if not repo.is_storable(public_key):
             return None
-        with session_scope(self._sessions) as s:
-            bot = bots_sql.get_bot_by_public_key(s, public_key)
-            return BotProfile.of(bot, self._settings) if bot else None
+        return self._read(lambda s: self._profile(bots_sql.get_bot_by_public_key(s, public_key)))
+
+    def _profile(self, bot: Bot | None) -> BotProfile | None:
+        return BotProfile.of(bot, self._settings) if bot else None
 
     def audit(self, bot_id: str, limit: int = 100) -> list[dict[str, Any]]:
         with session_scope(self._sessions) as s:
