@@ -40,7 +40,8 @@ SIGKILL at ``--fault-at`` and a new one started ``--fault-down`` later. ``--repe
     python benchmarks/load.py --visitors 16 --interval 0 --duration 40      # capacity
     python benchmarks/load.py ... --database-url ... --fault-stop 'pg_ctlcluster 15 main restart'
     python benchmarks/load.py ... --redis-url redis://127.0.0.1:6379/0 \\
-        --fault-stop 'redis-cli shutdown nosave' --fault-start 'redis-server --daemonize yes' --fault-down 5
+        --fault-stop 'redis-cli shutdown nosave' --fault-down 5 \\
+        --fault-start "redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --dir /tmp"
     python benchmarks/load.py ... --llm-error-rate 0.15 --llm-hang-rate 0.15  # 30% of LLM calls fail
     python benchmarks/load.py ... --database-url ... --kill-worker        # the webhook worker SIGKILLed
     python benchmarks/load.py ... --py-spy /tmp/pyspy/bin/py-spy --profile-out load.svg
