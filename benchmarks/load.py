@@ -102,8 +102,8 @@ FOLLOW_UPS = [
 #: Parts of ragbot's own share the ``done`` event's ``timings`` report: storing the visitor's message,
 #: retrieval, and the grounding gate holding text until a sentence is verified.
 PHASES = ("setup_ms", "retrieval_ms", "held_ms")
-#: The webhook sender's timeout under ``--webhooks``: a killed worker's sends are due again after its lease,
-#: 4 timeouts + 30 s (``ragbot.webhooks.worker``).
+#: The webhook sender's timeout under ``--webhooks``: short, so a killed worker's claims are due again
+#: soon (after ``ragbot.webhooks.worker.lease_for`` of it).
 WEBHOOK_TIMEOUT_S = 2.0
 #: ``done`` statuses that are an answer the visitor got (a decline is an answer too).
 ANSWERED = {"complete", "refused", "forwarded"}
@@ -323,8 +323,12 @@ class Webhooks:
     def kill_worker(self) -> str:
         return self.workers[-1].kill()
 
-    def drain(self, database_url: str, timeout_s: float) -> float | None:
-        """Wait until every queued delivery is delivered (or failed); the seconds it took, None if not."""
+    def drain(self, database_url: str) -> float | None:
+        """Wait until every queued delivery is delivered (or failed), up to a minute past a killed worker's
+        lease; the seconds it took, None if not."""
+        from ragbot.webhooks.worker import lease_for
+
+        timeout_s = lease_for(WEBHOOK_TIMEOUT_S) + 60
         began = time.perf_counter()
         while time.perf_counter() - began < timeout_s:
             if not outbox(database_url)["pending"]:
@@ -924,7 +928,7 @@ def run_once(args: argparse.Namespace, server: str | None) -> dict[str, Any]:
                 profiler.wait(timeout=args.duration + 60)
             code = serve.stop()
             if hooks is not None:  # the worker sends what the run queued, a killed one's after its lease
-                drained_s = hooks.drain(database_url, timeout_s=4 * WEBHOOK_TIMEOUT_S + 30 + 60)
+                drained_s = hooks.drain(database_url)
                 hooks.stop()
         if code not in (0, -signal.SIGTERM):  # uvicorn re-raises the SIGTERM it handled
             print(f"ragbot serve exited with {code}:\n{serve.log_tail()}", file=sys.stderr)

@@ -37,7 +37,7 @@ from ragbot.observability.context import bound_request_id
 from ragbot.webhooks.service import refusal_message, webhook_http_client
 from ragbot.webhooks.signing import encode_body, signed_headers
 
-__all__ = ["AttemptResult", "WebhookWorker", "retry_delay"]
+__all__ = ["AttemptResult", "WebhookWorker", "lease_for", "retry_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,13 @@ def retry_delay(
     plus up to ``jitter`` of it at random so receivers that recover are not hit by every retry at once."""
     delay = min(base_s * 2.0 ** min(max(attempt - 1, 0), 40), MAX_RETRY_DELAY_S)
     return delay * (1.0 + jitter * rand())
+
+
+def lease_for(timeout_s: float) -> float:
+    """Seconds a claimed delivery stays a worker's: one batch is sent in parallel, so a claim waits for at
+    most one send (the connect, write and read timeouts each, plus DNS and the database). Past it another
+    worker may send the delivery again; a killed worker's claims are due again after it."""
+    return 4 * timeout_s + 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +107,8 @@ class WebhookWorker:
         self._settings = settings
         self._concurrency = concurrency
         self._poll_s = poll_s
-        # One batch is sent in parallel, so a claim waits for at most one send: the connect, write and read
-        # timeouts each, plus DNS and the database; past the lease another worker may send it again.
-        self._lease = timedelta(
-            seconds=lease_s if lease_s is not None else 4 * settings.webhook_timeout_s + 30
-        )
+        lease_s = lease_s if lease_s is not None else lease_for(settings.webhook_timeout_s)
+        self._lease = timedelta(seconds=lease_s)
         self._transport = transport
         self._resolver = resolver
         self._allowed_networks = tuple(allowed_networks)
