@@ -66,9 +66,12 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -330,10 +333,17 @@ class Webhooks:
 
         timeout_s = lease_for(WEBHOOK_TIMEOUT_S) + 60
         began = time.perf_counter()
-        while time.perf_counter() - began < timeout_s:
-            if not outbox(database_url)["pending"]:
-                return time.perf_counter() - began
-            time.sleep(0.5)
+        from sqlalchemy import func, select
+
+        from ragbot.db.models import WebhookDelivery
+
+        pending = select(func.count()).where(WebhookDelivery.status == "pending")
+        with _reading(database_url) as connection:
+            while time.perf_counter() - began < timeout_s:
+                if not connection.scalar(pending):
+                    return time.perf_counter() - began
+                connection.rollback()  # the next look sees what the worker committed since
+                time.sleep(0.5)
         return None
 
     def stop(self) -> None:
@@ -372,19 +382,15 @@ class Webhooks:
 
 def outbox(database_url: str) -> dict[str, Any]:
     """The outbox's deliveries by status and their ids; the stored messages no delivery carries."""
-    from sqlalchemy import create_engine, select
+    from sqlalchemy import select
 
     from ragbot.db.models import Message, WebhookDelivery
 
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                select(WebhookDelivery.id, WebhookDelivery.status, WebhookDelivery.payload)
-            ).all()
-            messages = connection.execute(select(Message.id, Message.sender_type)).all()
-    finally:
-        engine.dispose()
+    with _reading(database_url) as connection:
+        rows = connection.execute(
+            select(WebhookDelivery.id, WebhookDelivery.status, WebhookDelivery.payload)
+        ).all()
+        messages = connection.execute(select(Message.id, Message.sender_type)).all()
     statuses = _count(status for _, status, _ in rows)
     carried = {(((payload or {}).get("data") or {}).get("message") or {}).get("id") for _, _, payload in rows}
     return {
@@ -650,20 +656,29 @@ async def probe_llm(base_url: str, model: str, stop_at: float, every_s: float = 
 
 def stored_ids(database_url: str, ids: Sequence[str]) -> set[str]:
     """Which of these message ids the database has (read after ragbot stopped)."""
-    from sqlalchemy import create_engine, select
+    from sqlalchemy import select
 
     from ragbot.db.models import Message
 
-    engine = create_engine(database_url)
     found: set[str] = set()
+    with _reading(database_url) as connection:
+        for start in range(0, len(ids), 500):
+            batch = list(ids[start : start + 500])
+            found.update(connection.scalars(select(Message.id).where(Message.id.in_(batch))))
+    return found
+
+
+@contextmanager
+def _reading(database_url: str) -> Iterator[Connection]:
+    """A connection to the run's database from outside ragbot, its engine disposed afterwards."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            for start in range(0, len(ids), 500):
-                batch = list(ids[start : start + 500])
-                found.update(connection.scalars(select(Message.id).where(Message.id.in_(batch))))
+            yield connection
     finally:
         engine.dispose()
-    return found
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float | None]:
