@@ -6,14 +6,14 @@ hand nothing over."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.loopback import serve_on_loopback
 from sqlalchemy import select
 
 from connectors.files import FileConnector
@@ -82,9 +82,7 @@ class ScriptedToolServer:
                     self.wfile.flush()
                 self.close_connection = True
 
-        self._httpd = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self._httpd = serve_on_loopback(Handler, name="tool-calling-llm")
 
     @property
     def base_url(self) -> str:
